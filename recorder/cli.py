@@ -1,0 +1,199 @@
+"""The ``zuul-status`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from recorder.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class Context:
+    """Settings loaded once per invocation, on first use."""
+
+    def __init__(self, config: str | None):
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except ConfigError as error:
+                raise click.ClickException(str(error)) from None
+        return self._settings
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file [default: $ZUUL_STATUS_CONFIG or ./zuul-status.toml]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.pass_context
+def main(ctx: click.Context, config: str | None, log_level: str) -> None:
+    """Record Zuul status snapshots and browse their history."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Context(config)
+
+
+@main.group()
+def db() -> None:
+    """Manage the database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_context
+def db_upgrade(context: Context, revision: str) -> None:
+    """Apply migrations to the configured database."""
+    from recorder.migrate import upgrade
+
+    upgrade(context.settings.database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@pass_context
+def db_downgrade(context: Context, revision: str) -> None:
+    """Revert migrations down to REVISION (``base`` for an empty schema)."""
+    from recorder.migrate import downgrade
+
+    downgrade(context.settings.database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Poll each source once and exit.")
+@pass_context
+def record(context: Context, once: bool) -> None:
+    """Poll every configured source on its interval and store each poll."""
+    from recorder.service import Recorder
+
+    settings = context.settings
+    if not settings.sources:
+        raise click.ClickException(
+            "no sources configured: add [[sources]] to the configuration "
+            "or set ZUUL_STATUS_URL"
+        )
+    recorder = Recorder(settings)
+    if once:
+        sys.exit(0 if recorder.poll_all_once() else 1)
+    recorder.run()
+
+
+@main.command("import")
+@click.option(
+    "--source", "source_name", required=True, help="Source name to store under."
+)
+@click.option(
+    "--taken-at",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="When the bodies were taken (UTC if no offset) [default: each file's mtime]",
+)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@pass_context
+def import_(
+    context: Context, source_name: str, taken_at: datetime | None, files
+) -> None:
+    """Store saved status bodies as snapshots of SOURCE."""
+    from recorder.bulk import import_files
+
+    if taken_at is not None and taken_at.tzinfo is None:
+        taken_at = taken_at.replace(tzinfo=UTC)
+    summary = import_files(
+        context.settings, source_name, [Path(f) for f in files], taken_at
+    )
+    click.echo(summary.line())
+    for name, reason in summary.failures:
+        click.echo(f"  failed: {name}: {reason}", err=True)
+    if summary.failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--source", "source_name", help="Only this source [default: all].")
+@pass_context
+def reindex(context: Context, source_name: str | None) -> None:
+    """Rebuild every derived row from the stored bodies."""
+    from recorder.bulk import reindex as run_reindex
+
+    click.echo(run_reindex(context.settings, source_name))
+
+
+@main.command("fake-upstream")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, type=int, help="TCP port [default: any free one]")
+@click.option("--tenant", default="demo", show_default=True)
+@click.option(
+    "--speed",
+    default=1.0,
+    type=float,
+    show_default=True,
+    help="How much faster than real time a single body evolves.",
+)
+def fake_upstream(path: Path, host: str, port: int, tenant: str, speed: float) -> None:
+    """Serve saved bodies (a directory, in order) or one evolving body (a file)."""
+    from recorder.fake_upstream import make_server, serve_until_signal
+
+    server = make_server(path, host=host, port=port, tenant=tenant, speed=speed)
+    click.echo(f"serving {path} at {server.url}", err=True)
+    serve_until_signal(server)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, type=int, show_default=True)
+@pass_context
+def web(context: Context, host: str, port: int) -> None:
+    """Serve the web UI with Flask's development server (production: uWSGI)."""
+    from webui import create_app
+
+    create_app(context.settings).run(host=host, port=port, threaded=True)
+
+
+@main.command()
+@click.option(
+    "--port",
+    default=8080,
+    type=int,
+    show_default=True,
+    help="Web UI port (the next free one is used if it is taken).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default="var/demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+def demo(port: int, directory: Path) -> None:
+    """Run a fake upstream, the recorder and the web UI on SQLite."""
+    from recorder.demo import run_demo
+
+    sys.exit(run_demo(directory, port))

@@ -1,0 +1,409 @@
+"""Parse a Zuul status body of any era into one model.
+
+Zuul's status format is undocumented and changed from Zuul 1 to Zuul 11 (see
+SCHEMA-NOTES.md in the shared fixtures). Everything here is defensive: values
+may be missing, null, of the wrong type, or strings such as ``"true"`` and
+``"null"``. Only a body whose overall shape is wrong raises ``ParseError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+# Epoch seconds accepted as a real time: 1990-01-01 to 2200-01-01. Anything
+# outside is treated as unknown rather than trusted or allowed to overflow.
+_MIN_EPOCH_S = 631_152_000
+_MAX_EPOCH_S = 7_258_118_400
+# Longest duration taken at face value (30 days); longer ones are unknown.
+_MAX_DURATION_S = 30 * 86_400
+_NULL_STRINGS = frozenset({"null", "none", ""})
+_NULL_EXACT = frozenset({"null", "none", "None", "NULL", "Null", ""})
+
+
+class ParseError(ValueError):
+    """A status body that cannot be read as Zuul status."""
+
+
+@dataclass(slots=True)
+class Job:
+    """One job entry of an item, with or without a build."""
+
+    name: str
+    result: str | None = None
+    voting: bool = True
+    uuid: str | None = None
+    url: str | None = None
+    report_url: str | None = None
+    elapsed_s: float | None = None
+    remaining_s: float | None = None
+    estimated_s: float | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    canceled: bool = False
+    retry: bool = False
+    tries: int | None = None
+    waiting_status: str | None = None
+    # Zuul 1 captures carry no times at all; there a URL means it is running.
+    untimed: bool = False
+
+    @property
+    def state(self) -> str:
+        """``finished``, ``running`` or ``waiting``."""
+        if self.result is not None:
+            return "finished"
+        if self.elapsed_s is not None or self.start_time is not None:
+            return "running"
+        if self.untimed and self.url:
+            return "running"
+        return "waiting"
+
+    @property
+    def log_url(self) -> str | None:
+        """The best link to this build's log or console."""
+        return self.report_url or self.url
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end, when both are known."""
+        if self.start_time is None or self.end_time is None:
+            return None
+        seconds = (self.end_time - self.start_time).total_seconds()
+        return seconds if 0 <= seconds <= _MAX_DURATION_S else None
+
+
+@dataclass(slots=True)
+class Ref:
+    """One change or ref that an item stands for."""
+
+    id: str | None = None
+    project: str | None = None
+    project_canonical: str | None = None
+    url: str | None = None
+    ref: str | None = None
+    owner: str | None = None
+
+    @property
+    def change(self) -> str | None:
+        """The change number of a Gerrit change or GitHub pull request."""
+        if self.id and "," in self.id:
+            return self.id.split(",", 1)[0]
+        return None
+
+    @property
+    def patchset(self) -> str | None:
+        """The patchset (Gerrit) or head sha (GitHub) of the change."""
+        if self.id and "," in self.id:
+            return self.id.split(",", 1)[1]
+        return None
+
+
+@dataclass(slots=True)
+class Item:
+    """One entry of a change queue."""
+
+    refs: list[Ref]
+    jobs: list[Job]
+    uuid: str | None = None
+    live: bool = True
+    active: bool = True
+    enqueue_time: datetime | None = None
+    remaining_s: float | None = None
+    item_ahead: str | None = None
+    items_behind: list[str] = field(default_factory=list)
+    failing_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> Ref:
+        """The first ref, which names the item when it has several."""
+        return self.refs[0] if self.refs else Ref()
+
+    @property
+    def change_id(self) -> str | None:
+        """``change,patchset`` (or a sha for a branch ref) of the first ref."""
+        return self.ref.id
+
+    @property
+    def project(self) -> str | None:
+        return self.ref.project
+
+    @property
+    def key(self) -> str:
+        """A stable identity for this item inside its pipeline."""
+        if self.uuid:
+            return self.uuid
+        ref = self.ref
+        return f"{ref.project or ''}|{ref.id or ref.ref or ''}"
+
+    def job_counts(self) -> dict[str, int]:
+        """How many of this item's jobs are finished, running and waiting."""
+        counts = {"finished": 0, "running": 0, "waiting": 0}
+        for job in self.jobs:
+            counts[job.state] += 1
+        return counts
+
+
+@dataclass(slots=True)
+class ChangeQueue:
+    """A change queue of a pipeline; its name is not unique."""
+
+    name: str
+    heads: list[list[Item]]
+    window: int | None = None
+    branch: str | None = None
+
+    @property
+    def items(self) -> Iterator[Item]:
+        for head in self.heads:
+            yield from head
+
+
+@dataclass(slots=True)
+class Pipeline:
+    name: str
+    change_queues: list[ChangeQueue]
+    description: str | None = None
+    manager: str | None = None
+    state: str | None = None
+
+    @property
+    def items(self) -> Iterator[Item]:
+        for change_queue in self.change_queues:
+            yield from change_queue.items
+
+
+@dataclass(slots=True)
+class Status:
+    """The whole status document of one tenant."""
+
+    pipelines: list[Pipeline]
+    zuul_version: str | None = None
+    last_reconfigured: datetime | None = None
+    message: str | None = None
+    trigger_event_queue_length: int | None = None
+    management_event_queue_length: int | None = None
+    result_event_queue_length: int | None = None
+
+    def iter_items(self) -> Iterator[tuple[Pipeline, ChangeQueue, Item]]:
+        for pipeline in self.pipelines:
+            for change_queue in pipeline.change_queues:
+                for item in change_queue.items:
+                    yield pipeline, change_queue, item
+
+    def counts(self) -> dict[str, int]:
+        """Items (live or not) and jobs by state, across every pipeline."""
+        counts = dict.fromkeys(
+            ("items", "live_items", "jobs", "finished", "running", "waiting"), 0
+        )
+        for _pipeline, _queue, item in self.iter_items():
+            counts["items"] += 1
+            counts["live_items"] += item.live
+            for state, number in item.job_counts().items():
+                counts[state] += number
+                counts["jobs"] += number
+        return counts
+
+
+def parse_status(body: bytes | str) -> Status:
+    """Parse a status body into a ``Status``; raise ``ParseError`` if it is not one."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ParseError(f"invalid JSON: {error}") from None
+    return parse_document(document)
+
+
+def parse_document(document: object) -> Status:
+    """Build a ``Status`` from an already decoded JSON document."""
+    if not isinstance(document, dict):
+        raise ParseError(f"expected a JSON object, got {_kind(document)}")
+    pipelines = document.get("pipelines")
+    if not isinstance(pipelines, list):
+        raise ParseError("no 'pipelines' list in the document")
+    return Status(
+        pipelines=[_pipeline(p) for p in pipelines if isinstance(p, dict)],
+        zuul_version=_text(document.get("zuul_version")),
+        last_reconfigured=_epoch(document.get("last_reconfigured"), 1000),
+        message=_text(document.get("message")),
+        trigger_event_queue_length=_queue_length(document, "trigger_event_queue"),
+        management_event_queue_length=_queue_length(document, "management_event_queue"),
+        result_event_queue_length=_queue_length(document, "result_event_queue"),
+    )
+
+
+def _pipeline(raw: dict) -> Pipeline:
+    queues = raw.get("change_queues")
+    return Pipeline(
+        name=_text(raw.get("name")) or "(unnamed)",
+        description=_text(raw.get("description")),
+        manager=_text(raw.get("manager")),
+        state=_text(raw.get("state")),
+        change_queues=[_change_queue(q) for q in _list(queues) if isinstance(q, dict)],
+    )
+
+
+def _change_queue(raw: dict) -> ChangeQueue:
+    heads = []
+    for head in _list(raw.get("heads")):
+        items = [_item(i) for i in _list(head) if isinstance(i, dict)]
+        if items:
+            heads.append(items)
+    return ChangeQueue(
+        name=_text(raw.get("name")) or "",
+        window=_int(raw.get("window")),
+        branch=_text(raw.get("branch")),
+        heads=heads,
+    )
+
+
+def _item(raw: dict) -> Item:
+    raw_refs = raw.get("refs")
+    if isinstance(raw_refs, list) and raw_refs:
+        refs = [_ref(r) for r in raw_refs if isinstance(r, dict)]
+        uuid = _text(raw.get("id"))
+    else:
+        refs = [_ref(raw)]
+        uuid = None
+    behind = raw.get("items_behind")
+    return Item(
+        refs=refs,
+        uuid=uuid,
+        jobs=[_job(j) for j in _list(raw.get("jobs")) if isinstance(j, dict)],
+        live=_bool(raw.get("live"), True),
+        active=_bool(raw.get("active"), True),
+        enqueue_time=_epoch(raw.get("enqueue_time"), 1000),
+        remaining_s=_duration(raw.get("remaining_time"), 1000),
+        item_ahead=_text(raw.get("item_ahead")),
+        items_behind=[t for t in map(_text, _list(behind)) if t],
+        failing_reasons=[t for t in map(_text, _list(raw.get("failing_reasons"))) if t],
+    )
+
+
+def _ref(raw: dict) -> Ref:
+    return Ref(
+        id=_text(raw.get("id")),
+        project=_text(raw.get("project")),
+        project_canonical=_text(raw.get("project_canonical")),
+        url=_text(raw.get("url")),
+        ref=_text(raw.get("ref")),
+        owner=_owner(raw.get("owner")),
+    )
+
+
+def _job(raw: dict) -> Job:
+    timed = "elapsed_time" in raw or "start_time" in raw or "remaining_time" in raw
+    return Job(
+        name=_text(raw.get("name")) or "(unnamed)",
+        result=_text(raw.get("result")),
+        voting=_bool(raw.get("voting"), True),
+        uuid=_text(raw.get("uuid")),
+        url=_text(raw.get("url")),
+        report_url=_text(raw.get("report_url")),
+        elapsed_s=_duration(raw.get("elapsed_time"), 1000),
+        remaining_s=_duration(raw.get("remaining_time"), 1000),
+        estimated_s=_duration(raw.get("estimated_time"), 1),
+        start_time=_epoch(raw.get("start_time"), 1),
+        end_time=_epoch(raw.get("end_time"), 1),
+        canceled=_bool(raw.get("canceled"), False),
+        retry=_bool(raw.get("retry"), False),
+        tries=_int(raw.get("tries")),
+        waiting_status=_text(raw.get("waiting_status")),
+        untimed=not timed,
+    )
+
+
+def _kind(value: object) -> str:
+    names = {list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    """A string, or None for null, ``"null"`` and non-scalar values."""
+    if type(value) is str and value not in _NULL_EXACT:
+        return value
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return None if text.strip().lower() in _NULL_STRINGS else text
+
+
+def _bool(value: object, default: bool) -> bool:
+    if value is True or value is False:
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+    if isinstance(value, int | float):
+        return bool(value)
+    return default
+
+
+def _number(value: object) -> float | None:
+    kind = type(value)
+    if kind is int or kind is float:
+        number = float(value)
+        return number if number == number and abs(number) != float("inf") else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _int(value: object) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and abs(number) < 2**62 else None
+
+
+def _epoch(value: object, per_second: int) -> datetime | None:
+    """A UTC time from an epoch in seconds (``per_second=1``) or milliseconds."""
+    if value is None:
+        return None
+    number = _number(value)
+    if number is None:
+        return None
+    seconds = number / per_second
+    if not _MIN_EPOCH_S <= seconds <= _MAX_EPOCH_S:
+        return None
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _duration(value: object, per_second: int) -> float | None:
+    """Seconds from a duration in seconds or milliseconds; unknown if absurd."""
+    if value is None:
+        return None
+    number = _number(value)
+    if number is None:
+        return None
+    seconds = number / per_second
+    return seconds if 0 <= seconds <= _MAX_DURATION_S else None
+
+
+def _queue_length(document: dict, key: str) -> int | None:
+    value = document.get(key)
+    return _int(value.get("length")) if isinstance(value, dict) else None
+
+
+def _owner(value: object) -> str | None:
+    if isinstance(value, dict):
+        return _text(value.get("name")) or _text(value.get("username"))
+    return _text(value)

@@ -1,0 +1,147 @@
+"""The recorder: poll every source on its schedule and store what comes back."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.orm import Session, sessionmaker
+
+from recorder.db import make_engine, make_sessionmaker, session_scope
+from recorder.fetch import FetchResult, fetch
+from recorder.settings import Settings, SourceSettings
+from recorder.store import BuildCache, get_or_create_source, store_poll
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    """Polls sources and stores each poll in one transaction."""
+
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session] | None = None
+    ):
+        self.settings = settings
+        if sessions is None:
+            sessions = make_sessionmaker(
+                make_engine(settings.database_url, writer=True)
+            )
+        self.sessions = sessions
+        self.stopping = threading.Event()
+        self.caches = {source.name: BuildCache() for source in settings.sources}
+
+    def poll(self, source: SourceSettings) -> str:
+        """Fetch, check, parse and store one poll of ``source``; return its outcome."""
+        result = fetch(
+            source.url,
+            connect_timeout_s=source.connect_timeout_s,
+            deadline_s=source.deadline_s,
+            max_bytes=source.max_bytes,
+        )
+        if self.stopping.is_set():
+            log.info("poll %s abandoned: the recorder is stopping", source.name)
+            return "abandoned"
+
+        try:
+            outcome, error = self.store(source, result)
+        except Exception:
+            log.exception("poll %s: could not store the poll", source.name)
+            return "error"
+
+        size = len(result.body) if result.body is not None else 0
+        if outcome in ("stored", "unchanged"):
+            log.info(
+                "poll %s %s: HTTP %s, %d bytes, %d ms",
+                source.name,
+                outcome,
+                result.http_status,
+                size,
+                result.duration_ms,
+            )
+        else:
+            log.warning(
+                "poll %s %s: %s (%d ms)",
+                source.name,
+                outcome,
+                error,
+                result.duration_ms,
+            )
+        return outcome
+
+    def store(
+        self, source: SourceSettings, result: FetchResult
+    ) -> tuple[str, str | None]:
+        """Store one fetch result in one transaction."""
+        with session_scope(self.sessions) as session:
+            row = get_or_create_source(session, source.name, source.url)
+            stored = store_poll(
+                session,
+                row,
+                started_at=result.started_at,
+                duration_ms=result.duration_ms,
+                body=result.body,
+                http_status=result.http_status,
+                error=result.error,
+                web_root=source.zuul_web_root,
+                cache=self.caches[source.name],
+            )
+        return stored.outcome, stored.error
+
+    def poll_all_once(self) -> bool:
+        """Poll every source once, one after another; True if all were stored."""
+        outcomes = [self.poll(source) for source in self.settings.sources]
+        return all(outcome in ("stored", "unchanged") for outcome in outcomes)
+
+    def run(self) -> None:
+        """Poll every source on its interval until SIGTERM or SIGINT."""
+        scheduler = self.scheduler()
+        stop = self._stopper(scheduler)
+        previous = {
+            sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        log.info("recording %d source(s)", len(self.settings.sources))
+        try:
+            scheduler.start()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("recorder stopped")
+
+    def scheduler(self) -> BlockingScheduler:
+        """A scheduler with one job per source, declared here with stable ids."""
+        workers = max(2, len(self.settings.sources))
+        scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(workers)}, timezone=UTC
+        )
+        now = datetime.now(UTC)
+        for source in self.settings.sources:
+            scheduler.add_job(
+                self.poll,
+                IntervalTrigger(seconds=source.interval_s, timezone=UTC),
+                args=[source],
+                id=f"poll:{source.name}",
+                name=f"poll {source.name}",
+                next_run_time=now + timedelta(milliseconds=10),
+                # A poll never overlaps itself, a late scheduler does not fire
+                # a burst of catch-up polls, and one up to half an interval
+                # late still runs.
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(source.interval_s / 2)),
+            )
+        return scheduler
+
+    def _stopper(self, scheduler: BlockingScheduler):
+        def stop(signum, _frame):
+            log.info("signal %s received, stopping", signal.Signals(signum).name)
+            self.stopping.set()
+            # Called from the main thread (signal handlers run there); running
+            # polls are bounded by their deadline and are not waited for.
+            scheduler.shutdown(wait=False)
+
+        return stop

@@ -1,0 +1,428 @@
+"""Storing polls and snapshots, deriving build rows, and reading bodies back."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from recorder import codec
+from recorder.models import Build, PipelineCount, Poll, Snapshot, Source
+from recorder.parser import ParseError, Status, parse_status
+
+log = logging.getLogger(__name__)
+
+# A new full body after this many deltas against the same base, so that
+# reading any snapshot costs at most two decompressions and deltas stay small.
+DELTAS_PER_BASE = 60
+_BUILD_FIELDS = (
+    "pipeline",
+    "queue",
+    "project",
+    "change",
+    "ref",
+    "branch",
+    "job",
+    "voting",
+    "state",
+    "result",
+    "enqueue_time",
+    "start_time",
+    "end_time",
+    "duration_s",
+    "log_url",
+    "uuid",
+)
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What storing one poll did."""
+
+    outcome: str
+    snapshot_id: int | None = None
+    error: str | None = None
+    status: Status | None = None
+
+
+def get_or_create_source(session: Session, name: str, url: str) -> Source:
+    source = session.scalar(select(Source).where(Source.name == name))
+    if source is None:
+        source = Source(name=name, url=url)
+        session.add(source)
+        session.flush()
+    elif source.url != url:
+        source.url = url
+    return source
+
+
+def store_poll(
+    session: Session,
+    source: Source,
+    started_at: datetime,
+    duration_ms: int,
+    body: bytes | None,
+    http_status: int | None = None,
+    error: str | None = None,
+    web_root: str | None = None,
+    cache: BuildCache | None = None,
+) -> StoreResult:
+    """Record one poll; store its body as a snapshot when it brought one."""
+    if body is None:
+        result = StoreResult("failed", error=error or "no body")
+    else:
+        result = store_body(session, source, body, started_at, web_root, cache)
+    session.add(
+        Poll(
+            source_id=source.id,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            outcome=result.outcome,
+            http_status=http_status,
+            size_bytes=None if body is None else len(body),
+            error=result.error,
+            snapshot_id=result.snapshot_id,
+        )
+    )
+    return result
+
+
+def store_body(
+    session: Session,
+    source: Source,
+    body: bytes,
+    taken_at: datetime,
+    web_root: str | None = None,
+    cache: BuildCache | None = None,
+) -> StoreResult:
+    """Store a body taken at ``taken_at`` unless the latest snapshot has the same."""
+    sha = codec.sha256_hex(body)
+    latest = latest_snapshot(session, source.id, parsed_only=False)
+    if latest is not None and latest.sha256 == sha and latest.taken_at <= taken_at:
+        latest.last_taken_at = max(latest.last_taken_at, taken_at)
+        return StoreResult("unchanged", latest.id, latest.parse_error)
+
+    try:
+        status = parse_status(body)
+        parse_error = None
+    except ParseError as exc:
+        status, parse_error = None, str(exc)
+    previous = latest
+    if previous is not None and previous.parse_error is not None:
+        previous = latest_snapshot(session, source.id)
+    snapshot = _new_snapshot(session, source.id, body, sha, taken_at)
+    snapshot.parse_error = parse_error
+    if status is not None and status.zuul_version:
+        snapshot.zuul_version = status.zuul_version
+    session.add(snapshot)
+    session.flush()
+
+    if status is None:
+        return StoreResult("unparsed", snapshot.id, parse_error)
+    store_counts(session, snapshot, status)
+    rows = build_rows(status, web_root)
+    previous_id = previous.id if previous is not None else None
+    update_builds(session, snapshot, rows, previous_id, cache)
+    return StoreResult("stored", snapshot.id, status=status)
+
+
+def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
+    """One row of item and job counts per non-empty pipeline of the snapshot."""
+    counts = []
+    for pipeline in status.pipelines:
+        row = {"items": 0, "running": 0, "waiting": 0, "finished": 0}
+        for item in pipeline.items:
+            row["items"] += 1
+            for state, number in item.job_counts().items():
+                row[state] += number
+        if row["items"]:
+            counts.append(row | {"pipeline": pipeline.name})
+    merged: dict[str, dict] = {}
+    for row in counts:  # pipeline names repeat only in broken bodies; add them up
+        if row["pipeline"] in merged:
+            for name in ("items", "running", "waiting", "finished"):
+                merged[row["pipeline"]][name] += row[name]
+        else:
+            merged[row["pipeline"]] = row
+    if merged:
+        session.execute(
+            insert(PipelineCount),
+            [
+                row
+                | {
+                    "snapshot_id": snapshot.id,
+                    "source_id": snapshot.source_id,
+                    "taken_at": snapshot.taken_at,
+                }
+                for row in merged.values()
+            ],
+        )
+
+
+def _new_snapshot(
+    session: Session, source_id: int, body: bytes, sha: str, taken_at: datetime
+) -> Snapshot:
+    snapshot = Snapshot(
+        source_id=source_id,
+        taken_at=taken_at,
+        last_taken_at=taken_at,
+        sha256=sha,
+        raw_size=len(body),
+    )
+    base = _delta_base(session, source_id)
+    if base is not None:
+        snapshot.encoding = codec.DELTA
+        snapshot.base_id = base.id
+        snapshot.body = codec.compress_delta(body, read_body(session, base))
+    else:
+        snapshot.encoding = codec.FULL
+        snapshot.body = codec.compress_full(body)
+    return snapshot
+
+
+def _delta_base(session: Session, source_id: int) -> Snapshot | None:
+    """The latest full snapshot, if it has served fewer deltas than the limit."""
+    base = session.scalar(
+        select(Snapshot)
+        .where(Snapshot.source_id == source_id, Snapshot.encoding == codec.FULL)
+        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
+        .limit(1)
+    )
+    if base is None:
+        return None
+    deltas = session.scalar(
+        select(Snapshot.id)
+        .where(Snapshot.base_id == base.id)
+        .order_by(Snapshot.id)
+        .offset(DELTAS_PER_BASE - 1)
+        .limit(1)
+    )
+    return None if deltas is not None else base
+
+
+class _BodyCache:
+    """The few most recently read bodies, by sha256 (bases are read often).
+
+    Keyed by content, not by row id, so that it stays right across databases.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.bodies: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, sha256: str) -> bytes | None:
+        body = self.bodies.get(sha256)
+        if body is not None:
+            self.bodies.move_to_end(sha256)
+        return body
+
+    def put(self, sha256: str, body: bytes) -> None:
+        self.bodies[sha256] = body
+        self.bodies.move_to_end(sha256)
+        while len(self.bodies) > self.size:
+            self.bodies.popitem(last=False)
+
+
+_body_cache = _BodyCache()
+
+
+def read_body(session: Session, snapshot: Snapshot) -> bytes:
+    """The body of a snapshot, byte for byte as it was received."""
+    cached = _body_cache.get(snapshot.sha256)
+    if cached is not None:
+        return cached
+    base = None
+    if snapshot.encoding == codec.DELTA:
+        base = read_body(session, session.get(Snapshot, snapshot.base_id))
+    body = codec.decompress(snapshot.encoding, snapshot.body, base)
+    if codec.sha256_hex(body) != snapshot.sha256:
+        raise ValueError(f"snapshot {snapshot.id}: body does not match its sha256")
+    _body_cache.put(snapshot.sha256, body)
+    return body
+
+
+def latest_snapshot(
+    session: Session, source_id: int, parsed_only: bool = True
+) -> Snapshot | None:
+    query = select(Snapshot).where(Snapshot.source_id == source_id)
+    if parsed_only:
+        query = query.where(Snapshot.parse_error.is_(None))
+    return session.scalar(
+        query.order_by(Snapshot.taken_at.desc(), Snapshot.id.desc()).limit(1)
+    )
+
+
+def build_rows(status: Status, web_root: str | None = None) -> dict[str, dict]:
+    """One row of build values per job entry, by build key."""
+    rows: dict[str, dict] = {}
+    for pipeline, change_queue, item in status.iter_items():
+        if not item.live:
+            continue
+        ref = item.ref
+        enqueue_ms = (
+            int(item.enqueue_time.timestamp() * 1000) if item.enqueue_time else ""
+        )
+        item_key = f"{pipeline.name}|{item.key}|{enqueue_ms}"
+        branch = change_queue.branch or _branch_of(ref.ref)
+        for job in item.jobs:
+            waiting_key = build_key("w", f"{item_key}|{job.name}")
+            key = build_key("u", job.uuid) if job.uuid else waiting_key
+            rows[key] = {
+                "waiting_key": waiting_key,
+                "pipeline": pipeline.name,
+                "queue": change_queue.name,
+                "project": ref.project,
+                "change": ref.id,
+                "ref": ref.ref,
+                "branch": branch,
+                "job": job.name,
+                "voting": job.voting,
+                "state": job.state,
+                "result": job.result,
+                "enqueue_time": item.enqueue_time,
+                "start_time": job.start_time,
+                "end_time": job.end_time,
+                "duration_s": job.duration_s,
+                "log_url": safe_log_url(job.report_url, job.url, web_root),
+                "uuid": job.uuid,
+            }
+    return rows
+
+
+def build_key(kind: str, identity: str) -> str:
+    """A build's key: ``kind:identity``, hashed when the identity is long."""
+    if len(identity) > 200:
+        return f"{kind}#{codec.sha256_hex(identity.encode())}"
+    return f"{kind}:{identity}"
+
+
+def _branch_of(ref: str | None) -> str | None:
+    if ref and ref.startswith("refs/heads/"):
+        return ref.removeprefix("refs/heads/")
+    return None
+
+
+def safe_log_url(
+    report_url: str | None, url: str | None, web_root: str | None
+) -> str | None:
+    """The first of the job's URLs that is (or resolves to) http or https."""
+    for candidate in (report_url, url):
+        if not candidate:
+            continue
+        absolute = urljoin(web_root, candidate) if web_root else candidate
+        if urlsplit(absolute).scheme in ("http", "https"):
+            return absolute
+    return None
+
+
+class BuildCache:
+    """The build rows of a source's latest snapshot, as last written.
+
+    With it, storing a snapshot writes only the builds that changed, plus one
+    statement that marks the rest as seen again. It is rebuilt from the
+    database whenever another writer stored a snapshot in between.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot_id: int | None = None
+        self.seen_at: datetime | None = None
+        self.rows: dict[str, tuple[int, tuple]] = {}
+
+    def load(self, session: Session, source_id: int, snapshot_id: int | None) -> None:
+        columns = [getattr(Build, name) for name in _BUILD_FIELDS]
+        query = select(Build.id, Build.key, *columns).where(
+            Build.source_id == source_id, Build.last_snapshot_id == snapshot_id
+        )
+        self.rows = {row[1]: (row[0], tuple(row[2:])) for row in session.execute(query)}
+        self.snapshot_id = snapshot_id
+        self.seen_at = session.scalar(
+            select(Snapshot.taken_at).where(Snapshot.id == snapshot_id)
+        )
+
+
+def update_builds(
+    session: Session,
+    snapshot: Snapshot,
+    rows: dict[str, dict],
+    previous_id: int | None = None,
+    cache: BuildCache | None = None,
+) -> None:
+    """Insert new builds, update changed ones, and mark all as seen in the snapshot.
+
+    ``previous_id`` is the source's parsed snapshot before this one; the
+    builds it showed are what ``rows`` is compared with.
+    """
+    source_id, snapshot_id = snapshot.source_id, snapshot.id
+    if cache is None:
+        cache = BuildCache()
+    if cache.snapshot_id != previous_id or previous_id is None:
+        cache.load(session, source_id, previous_id)
+    inserts, updates, seen = [], [], {}
+    for key, row in rows.items():
+        values = tuple(row[name] for name in _BUILD_FIELDS)
+        found = cache.rows.get(key)
+        if found is None and key != row["waiting_key"]:
+            found = cache.rows.get(row["waiting_key"])
+        if found is None:
+            inserts.append(_insert_values(snapshot, key, row))
+            continue
+        seen[key] = (found[0], values)
+        if found[1] != values or key not in cache.rows:
+            updates.append(
+                dict(zip(_BUILD_FIELDS, values, strict=True))
+                | {
+                    "id": found[0],
+                    "key": key,
+                    "last_snapshot_id": snapshot_id,
+                    "last_seen": snapshot.taken_at,
+                }
+            )
+
+    _mark_seen(session, snapshot, previous_id, cache, seen)
+    if updates:
+        session.execute(update(Build), updates)
+    if inserts:
+        created = session.execute(insert(Build).returning(Build.id, Build.key), inserts)
+        for build_id, key in created:
+            seen[key] = (build_id, tuple(rows[key][name] for name in _BUILD_FIELDS))
+    cache.rows, cache.snapshot_id, cache.seen_at = seen, snapshot_id, snapshot.taken_at
+
+
+def _insert_values(snapshot: Snapshot, key: str, row: dict) -> dict:
+    return {name: row[name] for name in _BUILD_FIELDS} | {
+        "source_id": snapshot.source_id,
+        "key": key,
+        "first_snapshot_id": snapshot.id,
+        "last_snapshot_id": snapshot.id,
+        "first_seen": snapshot.taken_at,
+        "last_seen": snapshot.taken_at,
+    }
+
+
+def _mark_seen(session, snapshot, previous_id, cache, seen) -> None:
+    """Move every build of the previous snapshot still present to this one."""
+    if previous_id is None:
+        return
+    session.execute(
+        update(Build)
+        .where(
+            Build.source_id == snapshot.source_id,
+            Build.last_snapshot_id == previous_id,
+        )
+        .values(last_snapshot_id=snapshot.id, last_seen=snapshot.taken_at)
+        .execution_options(synchronize_session=False)
+    )
+    seen_ids = {build_id for build_id, _ in seen.values()}
+    gone = [build_id for build_id, _ in cache.rows.values() if build_id not in seen_ids]
+    for start in range(0, len(gone), 500):
+        session.execute(
+            update(Build)
+            .where(Build.id.in_(gone[start : start + 500]))
+            .values(last_snapshot_id=previous_id, last_seen=cache.seen_at)
+            .execution_options(synchronize_session=False)
+        )

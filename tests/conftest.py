@@ -1,0 +1,95 @@
+"""Shared fixtures: real databases, the real captures, and loopback servers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures" / "zuul-status"
+CAPTURES = sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
+LARGEST_CAPTURE = FIXTURES / "zuul2.0.0-2015-04-openstack-full.json"
+PG_CANDIDATES = (
+    os.environ.get("ZUUL_STATUS_TEST_PG", ""),
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+def capture_params():
+    """One pytest param per real capture, or one skipped param when absent."""
+    if not CAPTURES:
+        return [
+            pytest.param(None, marks=pytest.mark.skip(reason=f"{FIXTURES} is absent"))
+        ]
+    return [pytest.param(path, id=path.stem) for path in CAPTURES]
+
+
+def _find_postgres() -> tuple[str | None, str]:
+    errors = []
+    for url in filter(None, PG_CANDIDATES):
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return url, ""
+        except Exception as error:  # noqa: BLE001 - any failure means "not here"
+            errors.append(f"{url.split('@')[-1]}: {type(error).__name__}")
+        finally:
+            engine.dispose()
+    return None, "no PostgreSQL reachable (" + "; ".join(errors) + ")"
+
+
+_POSTGRES = None
+
+
+def postgres_url() -> tuple[str | None, str]:
+    global _POSTGRES
+    if _POSTGRES is None:
+        _POSTGRES = _find_postgres()
+    return _POSTGRES
+
+
+def reset_postgres(url: str) -> None:
+    """Drop every table of the public schema, so a test starts from nothing."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path) -> str:
+    """The URL of an empty database: a SQLite file, then the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'zuul-status.sqlite'}"
+    url, reason = postgres_url()
+    if url is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {reason}")
+        pytest.skip(reason)
+    reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def database_url(empty_database_url) -> str:
+    """An empty database, migrated to the latest schema."""
+    from recorder.migrate import upgrade
+
+    upgrade(empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A migrated SQLite file, for tests that do not depend on the backend."""
+    from recorder.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'zuul-status.sqlite'}"
+    upgrade(url)
+    return url

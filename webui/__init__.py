@@ -1,0 +1,71 @@
+"""The web UI: browse recorded snapshots, read from the database only."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    ServiceUnavailable,
+)
+
+from recorder.db import dispose_after_fork, make_engine, make_sessionmaker
+from recorder.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+# Every page is served with this policy: no inline script or style, nothing
+# from another origin.
+CONTENT_SECURITY_POLICY = "default-src 'self'; frame-ancestors 'none'"
+
+
+@dataclass(frozen=True, slots=True)
+class WebState:
+    """What the views need from the application: settings and sessions."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web application from settings (read once if not given)."""
+    settings = settings if settings is not None else load_settings()
+    engine = make_engine(settings.database_url)
+    # uWSGI forks its workers after loading the app: each opens its own pool.
+    dispose_after_fork(engine)
+
+    app = Flask(__name__)
+    app.extensions["zuul_status"] = WebState(settings, make_sessionmaker(engine))
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+    app.register_error_handler(HTTPException, handle_error)
+    app.after_request(add_security_headers)
+
+    from webui.views import web
+
+    app.register_blueprint(web)
+    return app
+
+
+def handle_error(error: HTTPException) -> tuple[Response | str, int]:
+    """One page for every error: JSON under /api/, HTML elsewhere; no traceback."""
+    if isinstance(error, InternalServerError) and isinstance(
+        error.original_exception, SQLAlchemyError
+    ):
+        error = ServiceUnavailable("the database cannot be read right now")
+    code = error.code or 500
+    message = error.description or "unexpected error"
+    if request.path.startswith("/api/"):
+        return jsonify(error={"status": code, "message": message}), code
+    return render_template("error.html", code=code, message=message), code
+
+
+def add_security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
