@@ -145,6 +145,36 @@ def reindex(context: Context, source_name: str | None) -> None:
     click.echo(run_reindex(context.settings, source_name))
 
 
+@main.command()
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be removed; remove nothing."
+)
+@click.option("--vacuum", is_flag=True, help="VACUUM a SQLite database afterwards.")
+@pass_context
+def prune(context: Context, dry_run: bool, vacuum: bool) -> None:
+    """Apply the retention policy of the configuration."""
+    from recorder.db import make_engine, make_sessionmaker, session_scope
+    from recorder.retention import prune as run_prune
+    from recorder.retention import vacuum as run_vacuum
+
+    settings = context.settings
+    engine = make_engine(settings.database_url, writer=True)
+    before = _database_size(engine)
+    with session_scope(make_sessionmaker(engine)) as session:
+        report = run_prune(session, settings.retention, dry_run=dry_run)
+    click.echo(report.line(dry_run))
+    if vacuum and not dry_run and run_vacuum(engine):
+        click.echo(
+            f"vacuumed: file {before / 1e6:.1f} MB -> "
+            f"{_database_size(engine) / 1e6:.1f} MB"
+        )
+
+
+def _database_size(engine) -> int:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    return Path(database).stat().st_size if database and Path(database).exists() else 0
+
+
 @main.command("fake-upstream")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -9,9 +9,11 @@ import zstandard
 
 FULL = "zstd"
 DELTA = "zstd-delta"
-# Level 6 compresses a 1.8 MB body in a few milliseconds; higher levels cost
-# far more time for a few per cent.
-LEVEL = 6
+# A full body starts each chain (one in a hundred or so), so it can afford a
+# higher level; a delta against the previous body is as small at level 3 as at
+# 6 (consecutive bodies share nearly everything) and takes a third less time.
+FULL_LEVEL = 9
+DELTA_LEVEL = 3
 # zstd frames say how large their content is; refuse to inflate anything
 # that claims more than this, whatever the database holds.
 MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -22,7 +24,7 @@ def sha256_hex(body: bytes) -> str:
 
 
 def compress_full(body: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=LEVEL).compress(body)
+    return zstandard.ZstdCompressor(level=FULL_LEVEL).compress(body)
 
 
 def compress_delta(body: bytes, base: bytes) -> bytes:
@@ -55,4 +57,4 @@ def _delta_compressor(base: bytes) -> zstandard.ZstdCompressor:
     dictionary = zstandard.ZstdCompressionDict(
         base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
     )
-    return zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary)
+    return zstandard.ZstdCompressor(level=DELTA_LEVEL, dict_data=dictionary)

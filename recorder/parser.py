@@ -370,6 +370,10 @@ def _number(value: object) -> float | None:
 
 
 def _int(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        return value if -(2**62) < value < 2**62 else None
     number = _number(value)
     return int(number) if number is not None and abs(number) < 2**62 else None
 
@@ -378,7 +382,9 @@ def _epoch(value: object, per_second: int) -> datetime | None:
     """A UTC time from an epoch in seconds (``per_second=1``) or milliseconds."""
     if value is None:
         return None
-    number = _number(value)
+    kind = type(value)
+    # NaN and infinities fail the range check below, so numbers need no other.
+    number = value if kind is int or kind is float else _number(value)
     if number is None:
         return None
     seconds = number / per_second
@@ -391,7 +397,8 @@ def _duration(value: object, per_second: int) -> float | None:
     """Seconds from a duration in seconds or milliseconds; unknown if absurd."""
     if value is None:
         return None
-    number = _number(value)
+    kind = type(value)
+    number = value if kind is int or kind is float else _number(value)
     if number is None:
         return None
     seconds = number / per_second

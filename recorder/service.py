@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from recorder.db import make_engine, make_sessionmaker, session_scope
 from recorder.fetch import FetchResult, fetch
+from recorder.leader import Leadership
 from recorder.settings import Settings, SourceSettings
 from recorder.store import BuildCache, get_or_create_source, store_poll
 
@@ -32,11 +33,18 @@ class Recorder:
                 make_engine(settings.database_url, writer=True)
             )
         self.sessions = sessions
+        # Several recorders may share the database: each source is polled only
+        # by the one holding its lock (recorder/leader.py).
+        self.leadership = Leadership(settings.database_url)
         self.stopping = threading.Event()
         self.caches = {source.name: BuildCache() for source in settings.sources}
 
     def poll(self, source: SourceSettings) -> str:
         """Fetch, check, parse and store one poll of ``source``; return its outcome."""
+        if not self.leadership.holds(source.name):
+            log.debug("poll %s skipped: another recorder holds its lock", source.name)
+            return "skipped"
+
         result = fetch(
             source.url,
             connect_timeout_s=source.connect_timeout_s,
@@ -94,7 +102,10 @@ class Recorder:
 
     def poll_all_once(self) -> bool:
         """Poll every source once, one after another; True if all were stored."""
-        outcomes = [self.poll(source) for source in self.settings.sources]
+        try:
+            outcomes = [self.poll(source) for source in self.settings.sources]
+        finally:
+            self.leadership.release_all()
         return all(outcome in ("stored", "unchanged") for outcome in outcomes)
 
     def run(self) -> None:
@@ -110,6 +121,7 @@ class Recorder:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.leadership.release_all()
             log.info("recorder stopped")
 
     def scheduler(self) -> BlockingScheduler:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from recorder import codec
+from recorder import chain, codec
+from recorder.chain import read_body as read_body  # re-exported for readers
 from recorder.models import Build, PipelineCount, Poll, Snapshot, Source
 from recorder.parser import ParseError, Status, parse_status
 
 log = logging.getLogger(__name__)
 
-# A new full body after this many deltas against the same base, so that
-# reading any snapshot costs at most two decompressions and deltas stay small.
-DELTAS_PER_BASE = 60
+_HTTP_URL = re.compile(r"https?://", re.IGNORECASE)
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _BUILD_FIELDS = (
     "pipeline",
     "queue",
@@ -167,83 +167,14 @@ def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
 def _new_snapshot(
     session: Session, source_id: int, body: bytes, sha: str, taken_at: datetime
 ) -> Snapshot:
-    snapshot = Snapshot(
+    return Snapshot(
         source_id=source_id,
         taken_at=taken_at,
         last_taken_at=taken_at,
         sha256=sha,
         raw_size=len(body),
+        **chain.encode_new(session, source_id, body, sha),
     )
-    base = _delta_base(session, source_id)
-    if base is not None:
-        snapshot.encoding = codec.DELTA
-        snapshot.base_id = base.id
-        snapshot.body = codec.compress_delta(body, read_body(session, base))
-    else:
-        snapshot.encoding = codec.FULL
-        snapshot.body = codec.compress_full(body)
-    return snapshot
-
-
-def _delta_base(session: Session, source_id: int) -> Snapshot | None:
-    """The latest full snapshot, if it has served fewer deltas than the limit."""
-    base = session.scalar(
-        select(Snapshot)
-        .where(Snapshot.source_id == source_id, Snapshot.encoding == codec.FULL)
-        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
-        .limit(1)
-    )
-    if base is None:
-        return None
-    deltas = session.scalar(
-        select(Snapshot.id)
-        .where(Snapshot.base_id == base.id)
-        .order_by(Snapshot.id)
-        .offset(DELTAS_PER_BASE - 1)
-        .limit(1)
-    )
-    return None if deltas is not None else base
-
-
-class _BodyCache:
-    """The few most recently read bodies, by sha256 (bases are read often).
-
-    Keyed by content, not by row id, so that it stays right across databases.
-    """
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self.bodies: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, sha256: str) -> bytes | None:
-        body = self.bodies.get(sha256)
-        if body is not None:
-            self.bodies.move_to_end(sha256)
-        return body
-
-    def put(self, sha256: str, body: bytes) -> None:
-        self.bodies[sha256] = body
-        self.bodies.move_to_end(sha256)
-        while len(self.bodies) > self.size:
-            self.bodies.popitem(last=False)
-
-
-_body_cache = _BodyCache()
-
-
-def read_body(session: Session, snapshot: Snapshot) -> bytes:
-    """The body of a snapshot, byte for byte as it was received."""
-    cached = _body_cache.get(snapshot.sha256)
-    if cached is not None:
-        return cached
-    base = None
-    if snapshot.encoding == codec.DELTA:
-        base = read_body(session, session.get(Snapshot, snapshot.base_id))
-    body = codec.decompress(snapshot.encoding, snapshot.body, base)
-    if codec.sha256_hex(body) != snapshot.sha256:
-        raise ValueError(f"snapshot {snapshot.id}: body does not match its sha256")
-    _body_cache.put(snapshot.sha256, body)
-    return body
 
 
 def latest_snapshot(
@@ -257,9 +188,9 @@ def latest_snapshot(
     )
 
 
-def build_rows(status: Status, web_root: str | None = None) -> dict[str, dict]:
-    """One row of build values per job entry, by build key."""
-    rows: dict[str, dict] = {}
+def build_rows(status: Status, web_root: str | None = None) -> dict[str, tuple]:
+    """``(waiting key, values in _BUILD_FIELDS order)`` per job entry, by build key."""
+    rows: dict[str, tuple] = {}
     for pipeline, change_queue, item in status.iter_items():
         if not item.live:
             continue
@@ -269,28 +200,33 @@ def build_rows(status: Status, web_root: str | None = None) -> dict[str, dict]:
         )
         item_key = f"{pipeline.name}|{item.key}|{enqueue_ms}"
         branch = change_queue.branch or _branch_of(ref.ref)
+        shared = (
+            pipeline.name,
+            change_queue.name,
+            ref.project,
+            ref.id,
+            ref.ref,
+            branch,
+        )
         for job in item.jobs:
             waiting_key = build_key("w", f"{item_key}|{job.name}")
             key = build_key("u", job.uuid) if job.uuid else waiting_key
-            rows[key] = {
-                "waiting_key": waiting_key,
-                "pipeline": pipeline.name,
-                "queue": change_queue.name,
-                "project": ref.project,
-                "change": ref.id,
-                "ref": ref.ref,
-                "branch": branch,
-                "job": job.name,
-                "voting": job.voting,
-                "state": job.state,
-                "result": job.result,
-                "enqueue_time": item.enqueue_time,
-                "start_time": job.start_time,
-                "end_time": job.end_time,
-                "duration_s": job.duration_s,
-                "log_url": safe_log_url(job.report_url, job.url, web_root),
-                "uuid": job.uuid,
-            }
+            rows[key] = (
+                waiting_key,
+                (
+                    *shared,
+                    job.name,
+                    job.voting,
+                    job.state,
+                    job.result,
+                    item.enqueue_time,
+                    job.start_time,
+                    job.end_time,
+                    job.duration_s,
+                    safe_log_url(job.report_url, job.url, web_root),
+                    job.uuid,
+                ),
+            )
     return rows
 
 
@@ -310,13 +246,20 @@ def _branch_of(ref: str | None) -> str | None:
 def safe_log_url(
     report_url: str | None, url: str | None, web_root: str | None
 ) -> str | None:
-    """The first of the job's URLs that is (or resolves to) http or https."""
+    """The first of the job's URLs that is (or resolves to) http or https.
+
+    A URL with any other scheme (``javascript:``, ``data:``, ``finger:``) is
+    never returned; a relative one is resolved against the Zuul web root.
+    """
     for candidate in (report_url, url):
         if not candidate:
             continue
-        absolute = urljoin(web_root, candidate) if web_root else candidate
-        if urlsplit(absolute).scheme in ("http", "https"):
-            return absolute
+        if _HTTP_URL.match(candidate):
+            return candidate
+        if web_root and not _HAS_SCHEME.match(candidate):
+            absolute = urljoin(web_root, candidate)
+            if _HTTP_URL.match(absolute):
+                return absolute
     return None
 
 
@@ -363,24 +306,19 @@ def update_builds(
     if cache.snapshot_id != previous_id or previous_id is None:
         cache.load(session, source_id, previous_id)
     inserts, updates, seen = [], [], {}
-    for key, row in rows.items():
-        values = tuple(row[name] for name in _BUILD_FIELDS)
+    for key, (waiting_key, values) in rows.items():
         found = cache.rows.get(key)
-        if found is None and key != row["waiting_key"]:
-            found = cache.rows.get(row["waiting_key"])
+        if found is None and key != waiting_key:
+            found = cache.rows.get(waiting_key)
         if found is None:
-            inserts.append(_insert_values(snapshot, key, row))
+            inserts.append(_insert_values(snapshot, key, values))
             continue
         seen[key] = (found[0], values)
         if found[1] != values or key not in cache.rows:
             updates.append(
                 dict(zip(_BUILD_FIELDS, values, strict=True))
-                | {
-                    "id": found[0],
-                    "key": key,
-                    "last_snapshot_id": snapshot_id,
-                    "last_seen": snapshot.taken_at,
-                }
+                | {"id": found[0], "key": key, "last_snapshot_id": snapshot_id}
+                | {"last_seen": snapshot.taken_at}
             )
 
     _mark_seen(session, snapshot, previous_id, cache, seen)
@@ -389,12 +327,12 @@ def update_builds(
     if inserts:
         created = session.execute(insert(Build).returning(Build.id, Build.key), inserts)
         for build_id, key in created:
-            seen[key] = (build_id, tuple(rows[key][name] for name in _BUILD_FIELDS))
+            seen[key] = (build_id, rows[key][1])
     cache.rows, cache.snapshot_id, cache.seen_at = seen, snapshot_id, snapshot.taken_at
 
 
-def _insert_values(snapshot: Snapshot, key: str, row: dict) -> dict:
-    return {name: row[name] for name in _BUILD_FIELDS} | {
+def _insert_values(snapshot: Snapshot, key: str, values: tuple) -> dict:
+    return dict(zip(_BUILD_FIELDS, values, strict=True)) | {
         "source_id": snapshot.source_id,
         "key": key,
         "first_snapshot_id": snapshot.id,

@@ -53,13 +53,31 @@ def postgres_url() -> tuple[str | None, str]:
     return _POSTGRES
 
 
-def reset_postgres(url: str) -> None:
-    """Drop every table of the public schema, so a test starts from nothing."""
+# Each test run works in a schema of its own, so that two runs on one server
+# (a developer's and CI's, say) never see each other's tables.
+PG_SCHEMA = f"zuul_status_test_{os.getpid()}"
+
+
+def reset_postgres(url: str) -> str:
+    """Empty this run's schema; return a URL whose connections use only it."""
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
     engine.dispose()
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{PG_SCHEMA}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_schema():
+    yield
+    url, _ = postgres_url() if _POSTGRES else (None, "")
+    if url:
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,8 +90,7 @@ def empty_database_url(request, tmp_path) -> str:
         if os.environ.get("CI"):
             pytest.fail(f"CI must test PostgreSQL: {reason}")
         pytest.skip(reason)
-    reset_postgres(url)
-    return url
+    return reset_postgres(url)
 
 
 @pytest.fixture
