@@ -46,6 +46,7 @@ def fetch(
     connect_timeout_s: float = 5.0,
     deadline_s: float = 30.0,
     max_bytes: int = 64 * 1024 * 1024,
+    cancel: threading.Event | None = None,
 ) -> FetchResult:
     """Fetch ``url``; return within ``deadline_s`` whatever the server or DNS does.
 
@@ -65,9 +66,11 @@ def fetch(
     )
     worker.start()
 
-    if not attempt.done.wait(deadline_s):
+    if not _wait(attempt.done, start + deadline_s, cancel):
         _abandon(attempt)
-        result = FetchResult(started_at, error=f"deadline of {deadline_s:g} s exceeded")
+        canceled = cancel is not None and cancel.is_set()
+        error = "canceled" if canceled else f"deadline of {deadline_s:g} s exceeded"
+        result = FetchResult(started_at, error=error)
         if attempt.response is not None:
             result.http_status = attempt.response.status_code
     else:
@@ -75,6 +78,18 @@ def fetch(
     result.started_at = started_at
     result.duration_ms = int((time.monotonic() - start) * 1000)
     return result
+
+
+def _wait(
+    done: threading.Event, deadline: float, cancel: threading.Event | None
+) -> bool:
+    """Wait for ``done`` until the deadline, or until ``cancel`` is set."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (cancel is not None and cancel.is_set()):
+            return done.is_set()
+        if done.wait(min(remaining, 0.1) if cancel is not None else remaining):
+            return True
 
 
 def _abandon(attempt: _Attempt) -> None:

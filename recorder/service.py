@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from recorder.db import make_engine, make_sessionmaker, session_scope
@@ -38,11 +40,12 @@ class Recorder:
         self.leadership = Leadership(settings.database_url)
         self.stopping = threading.Event()
         self.caches = {source.name: BuildCache() for source in settings.sources}
+        # Monotonic time before which a source is not polled (429 Retry-After).
+        self.not_before: dict[str, float] = {}
 
     def poll(self, source: SourceSettings) -> str:
         """Fetch, check, parse and store one poll of ``source``; return its outcome."""
-        if not self.leadership.holds(source.name):
-            log.debug("poll %s skipped: another recorder holds its lock", source.name)
+        if not self._may_poll(source):
             return "skipped"
 
         result = fetch(
@@ -50,36 +53,74 @@ class Recorder:
             connect_timeout_s=source.connect_timeout_s,
             deadline_s=source.deadline_s,
             max_bytes=source.max_bytes,
+            cancel=self.stopping,
         )
         if self.stopping.is_set():
             log.info("poll %s abandoned: the recorder is stopping", source.name)
             return "abandoned"
+        if result.retry_after_s:
+            self.not_before[source.name] = time.monotonic() + result.retry_after_s
 
-        try:
-            outcome, error = self.store(source, result)
-        except Exception:
-            log.exception("poll %s: could not store the poll", source.name)
-            return "error"
-
+        outcome, error = self._store_with_retry(source, result)
         size = len(result.body) if result.body is not None else 0
         if outcome in ("stored", "unchanged"):
             log.info(
                 "poll %s %s: HTTP %s, %d bytes, %d ms",
-                source.name,
-                outcome,
-                result.http_status,
-                size,
-                result.duration_ms,
-            )
+                source.name, outcome, result.http_status, size, result.duration_ms,
+            )  # fmt: skip
         else:
             log.warning(
                 "poll %s %s: %s (%d ms)",
-                source.name,
-                outcome,
-                error,
-                result.duration_ms,
-            )
+                source.name, outcome, error, result.duration_ms,
+            )  # fmt: skip
         return outcome
+
+    def _may_poll(self, source: SourceSettings) -> bool:
+        """Whether this recorder should poll ``source`` now."""
+        wait_s = self.not_before.get(source.name, 0) - time.monotonic()
+        if wait_s > 0:
+            log.info(
+                "poll %s skipped: upstream asked to wait %.0f s", source.name, wait_s
+            )
+            return False
+        try:
+            holds = self.leadership.holds(source.name)
+        except SQLAlchemyError as error:
+            log.warning("poll %s skipped: cannot take its lock: %s", source.name, error)
+            return False
+        if not holds:
+            log.debug("poll %s skipped: another recorder holds its lock", source.name)
+        return holds
+
+    def _store_with_retry(
+        self, source: SourceSettings, result: FetchResult
+    ) -> tuple[str, str | None]:
+        """Store the poll, retrying with backoff while the database is away.
+
+        The fetched body is kept meanwhile, so a database that comes back
+        within most of an interval loses nothing.
+        """
+        deadline = time.monotonic() + min(source.interval_s * 0.8, 120)
+        delay_s = 0.25
+        while True:
+            try:
+                return self.store(source, result)
+            except (OperationalError, InterfaceError) as error:
+                reason = str(error.orig or error).strip().splitlines()[0]
+                if time.monotonic() + delay_s > deadline or self.stopping.is_set():
+                    log.error(
+                        "poll %s lost: database unavailable: %s", source.name, reason
+                    )
+                    return "error", f"database unavailable: {reason}"
+                log.warning(
+                    "poll %s: database unavailable (%s), retrying in %.2f s",
+                    source.name, reason, delay_s,
+                )  # fmt: skip
+                self.stopping.wait(delay_s)
+                delay_s = min(delay_s * 2, 8.0)
+            except Exception as error:
+                log.exception("poll %s: could not store the poll", source.name)
+                return "error", f"{type(error).__name__}: {error}"
 
     def store(
         self, source: SourceSettings, result: FetchResult
