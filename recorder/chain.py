@@ -11,6 +11,7 @@ longest chain reads back in a few milliseconds.
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -46,32 +47,39 @@ class BodyCache:
 
 
 body_cache = BodyCache()
+_compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zuul-status-zstd")
 
 
-def encode_new(session: Session, source_id: int, body: bytes, sha: str) -> dict:
-    """Encoding, base and stored bytes for a new body of ``source_id``."""
+def encode_in_background(
+    session: Session, source_id: int, body: bytes, sha: str
+) -> Future[dict]:
+    """Encoding, base and stored bytes for a new body of ``source_id``.
+
+    The database is read here; the compression itself runs in a worker
+    thread, and the returned future gives the ``Snapshot`` column values.
+    """
     recent = session.execute(
         select(Snapshot.id, Snapshot.encoding)
         .where(Snapshot.source_id == source_id)
         .order_by(Snapshot.id.desc())
         .limit(CHAIN_LENGTH)
     ).all()
-    depth = next(
-        (i for i, row in enumerate(recent) if row.encoding == codec.FULL), None
-    )
+    fulls = [i for i, row in enumerate(recent) if row.encoding == codec.FULL]
+    if not fulls or fulls[0] + 1 >= CHAIN_LENGTH:
+        base_id, base = None, None
+    else:
+        base_id = recent[0].id
+        base = read_body(session, session.get(Snapshot, base_id))
     body_cache.put(sha, body)
-    if depth is None or depth + 1 >= CHAIN_LENGTH:
-        return {
-            "encoding": codec.FULL,
-            "base_id": None,
-            "body": codec.compress_full(body),
-        }
-    base = session.get(Snapshot, recent[0].id)
-    return {
-        "encoding": codec.DELTA,
-        "base_id": base.id,
-        "body": codec.compress_delta(body, read_body(session, base)),
-    }
+    return _compressor.submit(_encode, body, base_id, base)
+
+
+def _encode(body: bytes, base_id: int | None, base: bytes | None) -> dict:
+    if base is None:
+        full = codec.compress_full(body)
+        return {"encoding": codec.FULL, "base_id": None, "body": full}
+    delta = codec.compress_delta(body, base)
+    return {"encoding": codec.DELTA, "base_id": base_id, "body": delta}
 
 
 def read_body(session: Session, snapshot: Snapshot) -> bytes:

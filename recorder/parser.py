@@ -49,17 +49,21 @@ class Job:
     waiting_status: str | None = None
     # Zuul 1 captures carry no times at all; there a URL means it is running.
     untimed: bool = False
+    # finished, running or waiting: derived once from the fields above.
+    state: str = field(init=False)
 
-    @property
-    def state(self) -> str:
-        """``finished``, ``running`` or ``waiting``."""
+    def __post_init__(self) -> None:
         if self.result is not None:
-            return "finished"
-        if self.elapsed_s is not None or self.start_time is not None:
-            return "running"
-        if self.untimed and self.url:
-            return "running"
-        return "waiting"
+            self.state = "finished"
+        elif (
+            self.elapsed_s is not None
+            or self.start_time is not None
+            or self.untimed
+            and self.url
+        ):
+            self.state = "running"
+        else:
+            self.state = "waiting"
 
     @property
     def log_url(self) -> str | None:

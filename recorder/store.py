@@ -107,6 +107,9 @@ def store_body(
         latest.last_taken_at = max(latest.last_taken_at, taken_at)
         return StoreResult("unchanged", latest.id, latest.parse_error)
 
+    # Compression runs in another thread (zstd releases the GIL) while this
+    # one parses: on two cores the slower of the two sets the pace, not both.
+    encoding = chain.encode_in_background(session, source.id, body, sha)
     try:
         status = parse_status(body)
         parse_error = None
@@ -115,8 +118,15 @@ def store_body(
     previous = latest
     if previous is not None and previous.parse_error is not None:
         previous = latest_snapshot(session, source.id)
-    snapshot = _new_snapshot(session, source.id, body, sha, taken_at)
-    snapshot.parse_error = parse_error
+    snapshot = Snapshot(
+        source_id=source.id,
+        taken_at=taken_at,
+        last_taken_at=taken_at,
+        sha256=sha,
+        raw_size=len(body),
+        parse_error=parse_error,
+        **encoding.result(),
+    )
     if status is not None and status.zuul_version:
         snapshot.zuul_version = status.zuul_version
     session.add(snapshot)
@@ -162,19 +172,6 @@ def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
                 for row in merged.values()
             ],
         )
-
-
-def _new_snapshot(
-    session: Session, source_id: int, body: bytes, sha: str, taken_at: datetime
-) -> Snapshot:
-    return Snapshot(
-        source_id=source_id,
-        taken_at=taken_at,
-        last_taken_at=taken_at,
-        sha256=sha,
-        raw_size=len(body),
-        **chain.encode_new(session, source_id, body, sha),
-    )
 
 
 def latest_snapshot(
