@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from tqdm import tqdm
 
 from recorder.db import make_engine, make_sessionmaker, session_scope
-from recorder.models import Build, Snapshot, Source
+from recorder.models import Build, PipelineCount, Snapshot, Source
 from recorder.parser import ParseError, parse_status
 from recorder.settings import ConfigError, Settings
 from recorder.store import (
@@ -20,6 +20,7 @@ from recorder.store import (
     get_or_create_source,
     read_body,
     store_body,
+    store_counts,
     update_builds,
 )
 
@@ -98,7 +99,7 @@ def _mtime(path: Path) -> datetime:
 
 
 def reindex(settings: Settings, source_name: str | None = None) -> str:
-    """Delete and rebuild the build rows of one or all sources from their bodies."""
+    """Delete and rebuild the builds and counts of one or all sources from bodies."""
     sessions = make_sessionmaker(make_engine(settings.database_url, writer=True))
     with session_scope(sessions) as session:
         query = select(Source)
@@ -121,6 +122,9 @@ def _reindex_source(settings: Settings, sessions, source: Source) -> int:
     cache, previous_id = BuildCache(), None
     with session_scope(sessions) as session:
         session.execute(delete(Build).where(Build.source_id == source.id))
+        session.execute(
+            delete(PipelineCount).where(PipelineCount.source_id == source.id)
+        )
         ids = list(
             session.scalars(
                 select(Snapshot.id)
@@ -136,6 +140,10 @@ def _reindex_source(settings: Settings, sessions, source: Source) -> int:
             except ParseError as error:
                 snapshot.parse_error = str(error)
                 continue
+            finally:
+                session.flush()
+                session.expunge(snapshot)  # bodies need not pile up in memory
+            store_counts(session, snapshot, status)
             rows = build_rows(status, web_root)
             update_builds(session, snapshot, rows, previous_id, cache)
             previous_id = snapshot.id

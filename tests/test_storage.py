@@ -54,6 +54,12 @@ def builds_table(url: str) -> list[tuple]:
     return sorted(tuple(row) for row in rows)
 
 
+def counts_table(url: str) -> list[tuple]:
+    with make_sessionmaker(make_engine(url))() as session:
+        rows = session.execute(select(*PipelineCount.__table__.columns)).all()
+    return sorted(tuple(row) for row in rows)
+
+
 def test_every_snapshot_of_a_generated_sequence_reads_back_byte_identical(database_url):
     bodies = evolving_bodies(130)
     record(database_url, bodies)
@@ -83,14 +89,16 @@ def test_the_stored_history_is_far_smaller_than_the_raw_bodies(sqlite_url):
 
 def test_reindex_rebuilds_exactly_the_rows_live_recording_made(database_url, tmp_path):
     record(database_url, evolving_bodies(60))
-    live = builds_table(database_url)
+    live, live_counts = builds_table(database_url), counts_table(database_url)
     assert live
+    assert live_counts
     config = tmp_path / "zuul-status.toml"
     config.write_text(f'database_url = "{database_url}"\n')
     result = CliRunner().invoke(main, ["--config", str(config), "reindex"])
     assert result.exit_code == 0, result.output
     assert "reindexed 60 snapshots of 1 source(s)" in result.output
     assert builds_table(database_url) == live
+    assert counts_table(database_url) == live_counts
 
 
 def test_pipeline_counts_equal_the_counts_of_the_raw_body(sqlite_url):
