@@ -170,6 +170,39 @@ def prune(context: Context, dry_run: bool, vacuum: bool) -> None:
         )
 
 
+@main.command("export-csv")
+@click.option("--source", help="Only this source.")
+@click.option("--pipeline", help="Only this pipeline.")
+@click.option("--project", help="Only this project.")
+@click.option("--branch", help="Only this branch.")
+@click.option("--job", help="Only this job.")
+@click.option("--result", help="Only this result, such as SUCCESS or FAILURE.")
+@click.option(
+    "--range",
+    "range_name",
+    type=click.Choice(["day", "week", "month", "all"]),
+    help="Up to the newest snapshot [default: week, unless --from or --to]",
+)
+@click.option("--from", "since", help="From this ISO 8601 date or time (UTC).")
+@click.option("--to", "until", help="Until this date (included) or time (UTC).")
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False))
+@pass_context
+def export_csv(context: Context, output: str, **filters) -> None:
+    """Write build timings as CSV, as /export/builds.csv does with the same filters."""
+    from recorder import export
+
+    args = {name: value for name, value in filters.items() if value is not None}
+    args |= {"range": filters["range_name"], "from": filters["since"]}
+    args |= {"to": filters["until"]}
+    try:
+        parsed = export.parse_filters(args)
+        with click.open_file(output, "wb") as stream:
+            rows = export.export_csv(context.settings.database_url, parsed, stream)
+    except export.FilterError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{rows} builds written to {output}", err=True)
+
+
 def _database_size(engine) -> int:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     return Path(database).stat().st_size if database and Path(database).exists() else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,9 @@ def make_engine(url: str, writer: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # pre_ping survives a restarted server instead of failing one request.
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        _engines.add(engine)
+        return engine
 
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -37,6 +40,17 @@ def make_engine(url: str, writer: bool = False) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     _configure_sqlite(engine, writer)
     return engine
+
+
+# Every PostgreSQL engine made, so that a process that makes many (the test
+# suite) can close their connections instead of waiting for the collector.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def dispose_all_engines() -> None:
+    """Close the pooled connections of every PostgreSQL engine still alive."""
+    for engine in list(_engines):
+        engine.dispose()
 
 
 def _configure_sqlite(engine: Engine, writer: bool) -> None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import BinaryIO
 
 from sqlalchemy import (
     Float,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from recorder.db import make_engine, make_sessionmaker, session_scope
 from recorder.models import Build, Source
 from recorder.store import latest_snapshot
 
@@ -70,6 +72,7 @@ MAX_FILTER_CHARS = 200
 # injection"); quoting the cell does not help, a leading apostrophe does.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_BATCH = 5000
+JULIAN_DAY_OF_1970 = 2440587.5
 
 
 class FilterError(ValueError):
@@ -93,6 +96,9 @@ class BuildFilters:
     range: str | None = DEFAULT_RANGE
     since: datetime | None = None
     until: datetime | None = None
+    # ``from`` and ``to`` as the reader wrote them, for permalinks and forms.
+    from_text: str | None = None
+    to_text: str | None = None
 
     def query_args(self) -> dict[str, str]:
         """The filters as query string arguments, for permalinks."""
@@ -103,16 +109,15 @@ class BuildFilters:
         }
         if self.range is not None:
             args["range"] = self.range
-        if self.since is not None:
-            args["from"] = _iso_z(self.since)
-        if self.until is not None:
-            args["to"] = _iso_z(self.until)
+        if self.from_text is not None:
+            args["from"] = self.from_text
+        if self.to_text is not None:
+            args["to"] = self.to_text
         return args
 
     def file_name(self, today: datetime) -> str:
         """``builds_<filters>_<date>.csv``, with only safe characters."""
-        parts = ["builds"]
-        parts += [value for name, value in self.query_args().items()]
+        parts = ["builds", *self.query_args().values()]
         parts.append(today.astimezone(UTC).strftime("%Y-%m-%d"))
         name = "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", part) for part in parts)
         return name[:200] + ".csv"
@@ -126,7 +131,7 @@ class TimeWindow:
     until: datetime | None
 
 
-def parse_filters(args: Mapping[str, str], default_range: str = DEFAULT_RANGE):
+def parse_filters(args: Mapping[str, str | None]) -> BuildFilters:
     """Filters from query string arguments (or CLI options of the same names)."""
     values = {}
     for name in TEXT_FILTERS:
@@ -148,8 +153,15 @@ def parse_filters(args: Mapping[str, str], default_range: str = DEFAULT_RANGE):
     if since and until and since >= until:
         raise FilterError("'from' must be before 'to'")
     if range_name is None and not (since or until):
-        range_name = default_range
-    return BuildFilters(**values, range=range_name, since=since, until=until)
+        range_name = DEFAULT_RANGE
+    return BuildFilters(
+        **values,
+        range=range_name,
+        since=since,
+        until=until,
+        from_text=(args.get("from") or "").strip() or None,
+        to_text=(args.get("to") or "").strip() or None,
+    )
 
 
 def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None:
@@ -181,16 +193,12 @@ def build_time() -> ColumnElement[datetime]:
     return func.coalesce(Build.end_time, Build.last_seen)
 
 
-def _iso_z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def source_ids(session: Session, filters: BuildFilters) -> dict[int, str]:
     """The recorded sources the filters cover, by id."""
     query = select(Source.id, Source.name).order_by(Source.id)
     if filters.source is not None:
         query = query.where(Source.name == filters.source)
-    sources = dict(session.execute(query).tuples())
+    sources = dict(session.execute(query).all())
     if filters.source is not None and not sources:
         raise UnknownSource(f"no source named {filters.source!r}")
     return sources
@@ -220,9 +228,16 @@ def resolve_window(session: Session, filters: BuildFilters) -> TimeWindow:
 
 
 def conditions(
-    session: Session, filters: BuildFilters, window: TimeWindow | None = None
+    session: Session,
+    filters: BuildFilters,
+    window: TimeWindow | None = None,
+    ended: bool | None = None,
 ) -> list[ColumnElement[bool]]:
-    """WHERE conditions on ``builds`` for the filters (the window resolved once)."""
+    """WHERE conditions on ``builds`` for the filters (the window resolved once).
+
+    ``ended`` True keeps only builds that ended, False only those that did
+    not, None both: each part then follows an index of its own time column.
+    """
     window = window if window is not None else resolve_window(session, filters)
     where: list[ColumnElement[bool]] = []
     if filters.source is not None:
@@ -231,43 +246,70 @@ def conditions(
         value = getattr(filters, name)
         if value is not None:
             where.append(getattr(Build, name) == value)
-    if window.since is not None:
-        where.append(build_time() >= window.since)
-    if window.until is not None:
-        where.append(build_time() < window.until)
-    return where
+    return where + _time_conditions(window, ended)
 
 
-def csv_select(session: Session, filters: BuildFilters) -> Select:
-    """The export query: one row of formatted, spreadsheet-safe cells per build."""
-    dialect = session.get_bind().dialect.name
-    text_cell = _spreadsheet_safe
+def _time_conditions(window: TimeWindow, ended: bool | None) -> list:
+    """``since <= build_time() < until``, spelt out so that indexes can serve it."""
+    finished = [Build.end_time.is_not(None)]
+    unfinished = [Build.end_time.is_(None)]
+    for bound, before in ((window.since, False), (window.until, True)):
+        if bound is not None:
+            finished.append(
+                Build.end_time < bound if before else Build.end_time >= bound
+            )
+            unfinished.append(
+                Build.last_seen < bound if before else Build.last_seen >= bound
+            )
+    if ended is True:
+        return finished
+    if ended is False:
+        return unfinished
+    if window.since is None and window.until is None:
+        return []
+    return [or_(and_(*finished), and_(*unfinished))]
+
+
+def build_columns(dialect: str, for_csv: bool) -> list[ColumnElement]:
+    """The CSV columns, labelled; for the CSV as text cells, else typed for JSON.
+
+    Times are formatted by the database in both cases, so that the CSV and
+    the API agree to the microsecond.
+    """
+    text = _spreadsheet_safe if for_csv else (lambda column: column)
+    voting = case((Build.voting, "true"), else_="false") if for_csv else Build.voting
     columns = [
-        text_cell(Source.name),
-        text_cell(Build.pipeline),
-        text_cell(Build.queue),
-        text_cell(Build.project),
-        text_cell(Build.change),
-        text_cell(Build.ref),
-        text_cell(Build.branch),
-        text_cell(Build.job),
-        case((Build.voting, "true"), else_="false"),
-        text_cell(Build.result),
+        text(Source.name),
+        text(Build.pipeline),
+        text(Build.queue),
+        text(Build.project),
+        text(Build.change),
+        text(Build.ref),
+        text(Build.branch),
+        text(Build.job),
+        voting,
+        text(Build.result),
         iso_z_text(Build.enqueue_time, dialect),
         iso_z_text(Build.start_time, dialect),
         iso_z_text(Build.end_time, dialect),
         Build.duration_s,
         wait_seconds(dialect),
-        text_cell(Build.uuid),
-        text_cell(Build.log_url),
+        text(Build.uuid),
+        # Already http(s) only (store.safe_log_url): it cannot start a formula.
+        Build.log_url,
         iso_z_text(Build.first_seen, dialect),
         iso_z_text(Build.last_seen, dialect),
     ]
-    labelled = [
+    return [
         column.label(name) for column, name in zip(columns, CSV_COLUMNS, strict=True)
     ]
+
+
+def csv_select(session: Session, filters: BuildFilters) -> Select:
+    """The export query: one row of formatted, spreadsheet-safe cells per build."""
+    dialect = session.get_bind().dialect.name
     return (
-        select(*labelled)
+        select(*build_columns(dialect, for_csv=True))
         .join(Source, Source.id == Build.source_id)
         .where(*conditions(session, filters))
         # The order in which the recorder first saw the builds: it needs no
@@ -279,26 +321,42 @@ def csv_select(session: Session, filters: BuildFilters) -> Select:
 def csv_chunks(
     session: Session, filters: BuildFilters, rows_per_batch: int = ROWS_PER_BATCH
 ) -> Iterator[str]:
-    """The CSV text, header first, then one chunk per batch of rows read."""
+    """The CSV text: the header, then one chunk per batch of rows read.
+
+    The query runs before the header is yielded, so that a caller who takes
+    the first chunk has seen any error before it sends a response.
+    """
+    # stream_results: a server-side cursor on PostgreSQL, so that neither the
+    # driver nor SQLAlchemy holds more than one batch of rows in memory. The
+    # Core connection hands out plain rows, without the ORM's per-row work.
+    result = session.connection().execute(
+        csv_select(session, filters),
+        execution_options={"stream_results": True, "yield_per": rows_per_batch},
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     yield _drain(buffer)
-    # stream_results: a server-side cursor on PostgreSQL, so that neither the
-    # driver nor SQLAlchemy holds more than one batch of rows in memory.
-    result = session.execute(
-        csv_select(session, filters),
-        execution_options={"stream_results": True, "yield_per": rows_per_batch},
-    )
     for rows in result.partitions():
         writer.writerows(rows)
         yield _drain(buffer)
 
 
-def write_csv(session: Session, filters: BuildFilters, stream) -> None:
-    """Write the CSV of the filtered builds to a text stream."""
-    for chunk in csv_chunks(session, filters):
-        stream.write(chunk)
+def export_csv(database_url: str, filters: BuildFilters, stream: BinaryIO) -> int:
+    """Write the CSV of the filtered builds, in UTF-8, to a binary stream.
+
+    Returns how many builds were written.
+    """
+    engine = make_engine(database_url)
+    lines = 0
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            for chunk in csv_chunks(session, filters):
+                stream.write(chunk.encode())
+                lines += chunk.count("\r\n")
+    finally:
+        engine.dispose()
+    return lines - 1
 
 
 def _drain(buffer: io.StringIO) -> str:
@@ -325,22 +383,27 @@ def iso_z_text(column, dialect: str) -> ColumnElement[str]:
 
 
 def epoch_seconds(column, dialect: str) -> ColumnElement[float]:
-    """Seconds since 1970 of a stored UTC time, as a float, to the microsecond."""
+    """Seconds since 1970 of a stored UTC time (to the millisecond on SQLite)."""
     if dialect == "postgresql":
         return cast(extract("epoch", column), Float)
-    whole = cast(func.strftime("%s", column), Float)
-    return whole + cast(func.substr(column, 20), Float)
+    return (func.julianday(column) - JULIAN_DAY_OF_1970) * 86400.0
 
 
 def wait_seconds(dialect: str) -> ColumnElement[float]:
-    """Seconds from the item's enqueue time to the build's start."""
+    """Seconds from the item's enqueue time to the build's start, exactly."""
     if dialect == "postgresql":
         return cast(extract("epoch", Build.start_time - Build.enqueue_time), Float)
-    waited = epoch_seconds(Build.start_time, dialect) - epoch_seconds(
-        Build.enqueue_time, dialect
+    # julianday() rounds to the millisecond: whole seconds plus the fraction
+    # as stored ("...:SS.ffffff") keep the microseconds.
+    start, enqueue = Build.start_time, Build.enqueue_time
+    whole = cast(func.strftime("%s", start), Float) - cast(
+        func.strftime("%s", enqueue), Float
+    )
+    fraction = cast(func.substr(start, 20), Float) - cast(
+        func.substr(enqueue, 20), Float
     )
     # Both times are whole microseconds: rounding drops the float noise.
-    return func.round(waited, 6)
+    return func.round(whole + fraction, 6)
 
 
 def state_of_build(latest_ids: Mapping[int, int]) -> ColumnElement[str]:

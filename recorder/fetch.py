@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import requests
 
 USER_AGENT = "zuul-status-recorder/0.1"
 CHUNK_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
+# A Retry-After longer than this is shortened to it: a hostile or confused
+# upstream must not stop recording for days (or, with "inf", for ever).
+MAX_RETRY_AFTER_S = 3600.0
+_INCOMPLETE_READ = re.compile(r"IncompleteRead\((\d+) bytes read, (\d+) more expected")
+# Control characters sent by the upstream (in a reason phrase, a redirect)
+# never reach the database (PostgreSQL refuses NUL in text) or the log.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -75,6 +84,8 @@ def fetch(
             result.http_status = attempt.response.status_code
     else:
         result = attempt.result
+    if result.error:
+        result.error = _CONTROL.sub(" ", result.error)
     result.started_at = started_at
     result.duration_ms = int((time.monotonic() - start) * 1000)
     return result
@@ -121,6 +132,17 @@ def _run(
         )
     except requests.exceptions.ConnectionError as error:
         attempt.result = FetchResult(started_at, error=_connection_reason(error))
+    except requests.exceptions.ChunkedEncodingError as error:
+        attempt.result = FetchResult(started_at, error=_broken_body_reason(error))
+    except requests.exceptions.ContentDecodingError as error:
+        attempt.result = FetchResult(
+            started_at, error=f"body could not be decoded: {str(error)[:300]}"
+        )
+    except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as error:
+        # Only a redirect can lead here: the configured URL is checked at start.
+        attempt.result = FetchResult(
+            started_at, error=f"unsupported URL: {str(error)[:300]}"
+        )
     except requests.exceptions.RequestException as error:
         attempt.result = FetchResult(started_at, error=f"request failed: {error}")
     except Exception as error:  # noqa: BLE001 - any failure is a failed poll
@@ -154,9 +176,8 @@ def _get(
         with response:
             result = FetchResult(started_at, http_status=response.status_code)
             if response.status_code != 200:
-                result.error = (
-                    f"HTTP {response.status_code} {response.reason or ''}".strip()
-                )
+                reason = (response.reason or "")[:100]
+                result.error = f"HTTP {response.status_code} {reason}".strip()
                 result.retry_after_s = _retry_after(response)
                 return result
             result.body, result.error = _read_body(response, deadline, max_bytes)
@@ -185,11 +206,19 @@ def _read_body(
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date), capped."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - datetime.now(UTC)).total_seconds()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _connection_reason(error: requests.exceptions.ConnectionError) -> str:
@@ -200,6 +229,17 @@ def _connection_reason(error: requests.exceptions.ConnectionError) -> str:
         return "connection refused"
     if "Read timed out" in text:
         return "read timeout"
+    if "RemoteDisconnected" in text:
+        return "connection closed without an answer"
     if "IncompleteRead" in text or "ProtocolError" in text:
         return f"connection broken: {text[:300]}"
     return f"connection failed: {text[:300]}"
+
+
+def _broken_body_reason(error: requests.exceptions.ChunkedEncodingError) -> str:
+    text = str(error)
+    match = _INCOMPLETE_READ.search(text)
+    if match:
+        read, missing = match.groups()
+        return f"body cut short: {read} bytes read, {missing} more expected"
+    return f"connection broken while reading the body: {text[:300]}"

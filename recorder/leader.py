@@ -27,6 +27,21 @@ from recorder.db import normalise_url
 
 log = logging.getLogger(__name__)
 
+# The lock's connection: bounded waits, and a dead peer noticed within about
+# 25 s on both sides. The options ask the server to probe this session, so
+# that it ends the session of a recorder whose host died or went off the
+# network, releasing its locks: another recorder then takes over, where the
+# kernel's default keepalive would wait two hours.
+_KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
+POSTGRES_LOCK_CONNECT_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    **{f"keepalives_{name}": value for name, value in _KEEPALIVE.items()},
+    "options": " ".join(
+        f"-c tcp_keepalives_{name}={value}" for name, value in _KEEPALIVE.items()
+    ),
+}
+
 
 class SourceLock(Protocol):
     """The lock of one source, held by at most one recorder at a time."""
@@ -36,6 +51,15 @@ class SourceLock(Protocol):
 
     def release(self) -> None:
         """Let the lock go, so that another recorder may take it."""
+
+
+def make_lock_engine(database_url: str) -> Engine:
+    """An engine for PostgreSQL lock connections: no pool, keepalives on."""
+    return create_engine(
+        normalise_url(database_url),
+        poolclass=NullPool,
+        connect_args=POSTGRES_LOCK_CONNECT_ARGS,
+    )
 
 
 def lock_key(source_name: str) -> int:
@@ -196,7 +220,9 @@ class Leadership:
     def _make_lock(self, source_name: str) -> SourceLock:
         if self._url.get_backend_name() != "sqlite":
             if self._engine is None:
-                self._engine = create_engine(self._url, poolclass=NullPool)
+                self._engine = make_lock_engine(
+                    self._url.render_as_string(hide_password=False)
+                )
             return PostgresSourceLock(self._engine, source_name)
         database = self._url.database or ":memory:"
         if database.startswith("file:"):

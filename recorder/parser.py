@@ -22,6 +22,9 @@ _MAX_EPOCH_S = 7_258_118_400
 _MAX_DURATION_S = 30 * 86_400
 _NULL_STRINGS = frozenset({"null", "none", ""})
 _NULL_EXACT = frozenset({"null", "none", "None", "NULL", "Null", ""})
+# Names longer than this are cut: they are indexed in the database, and an
+# index entry has a size limit (PostgreSQL refuses rows of about 2.7 kB).
+MAX_NAME_CHARS = 500
 
 
 class ParseError(ValueError):
@@ -241,7 +244,7 @@ def parse_document(document: object) -> Status:
 def _pipeline(raw: dict) -> Pipeline:
     queues = raw.get("change_queues")
     return Pipeline(
-        name=_text(raw.get("name")) or "(unnamed)",
+        name=_name(raw.get("name")) or "(unnamed)",
         description=_text(raw.get("description")),
         manager=_text(raw.get("manager")),
         state=_text(raw.get("state")),
@@ -256,9 +259,9 @@ def _change_queue(raw: dict) -> ChangeQueue:
         if items:
             heads.append(items)
     return ChangeQueue(
-        name=_text(raw.get("name")) or "",
+        name=_name(raw.get("name")) or "",
         window=_int(raw.get("window")),
-        branch=_text(raw.get("branch")),
+        branch=_name(raw.get("branch")),
         heads=heads,
     )
 
@@ -289,8 +292,8 @@ def _item(raw: dict) -> Item:
 def _ref(raw: dict) -> Ref:
     return Ref(
         id=_text(raw.get("id")),
-        project=_text(raw.get("project")),
-        project_canonical=_text(raw.get("project_canonical")),
+        project=_name(raw.get("project")),
+        project_canonical=_name(raw.get("project_canonical")),
         url=_text(raw.get("url")),
         ref=_text(raw.get("ref")),
         owner=_owner(raw.get("owner")),
@@ -300,8 +303,8 @@ def _ref(raw: dict) -> Ref:
 def _job(raw: dict) -> Job:
     timed = "elapsed_time" in raw or "start_time" in raw or "remaining_time" in raw
     return Job(
-        name=_text(raw.get("name")) or "(unnamed)",
-        result=_text(raw.get("result")),
+        name=_name(raw.get("name")) or "(unnamed)",
+        result=_name(raw.get("result")),
         voting=_bool(raw.get("voting"), True),
         uuid=_text(raw.get("uuid")),
         url=_text(raw.get("url")),
@@ -329,15 +332,26 @@ def _list(value: object) -> list:
 
 
 def _text(value: object) -> str | None:
-    """A string, or None for null, ``"null"`` and non-scalar values."""
+    """A string, or None for null, ``"null"`` and non-scalar values.
+
+    NUL characters become U+FFFD: PostgreSQL cannot store them in text.
+    """
     if type(value) is str and value not in _NULL_EXACT:
-        return value
+        return value if "\x00" not in value else value.replace("\x00", "\ufffd")
     if value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
     return None if text.strip().lower() in _NULL_STRINGS else text
+
+
+def _name(value: object) -> str | None:
+    """``_text``, cut to ``MAX_NAME_CHARS`` (an ellipsis says it was cut)."""
+    text = _text(value)
+    if text is None or len(text) <= MAX_NAME_CHARS:
+        return text
+    return text[: MAX_NAME_CHARS - 1] + "\u2026"
 
 
 def _bool(value: object, default: bool) -> bool:

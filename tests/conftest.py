@@ -80,6 +80,15 @@ def _drop_postgres_schema():
         engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _close_database_connections():
+    """Return each test's PostgreSQL connections, so that none pile up."""
+    yield
+    from recorder.db import dispose_all_engines
+
+    dispose_all_engines()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database_url(request, tmp_path) -> str:
     """The URL of an empty database: a SQLite file, then the real PostgreSQL."""

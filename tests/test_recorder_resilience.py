@@ -193,5 +193,6 @@ def test_a_poll_made_while_postgresql_is_away_is_stored_once_it_is_back(
         assert "value" not in outcome
         proxy.start()
         poller.join(timeout=30)
+        recorder.leadership.release_all()
     assert outcome["value"] == "unchanged"
     assert count(url, Poll) == 2

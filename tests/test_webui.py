@@ -18,11 +18,10 @@ from recorder.db import make_engine, make_sessionmaker, session_scope
 from recorder.models import Base, Snapshot
 from recorder.settings import Settings, SourceSettings
 from recorder.store import get_or_create_source, store_body, store_poll
+from tests.conftest import capture_params
 from webui import create_app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures" / "zuul-status"
-CAPTURES = sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
 TAKEN_AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 ZUUL_URL = "https://zuul.example.org/api/tenant/openstack/status"
 
@@ -31,7 +30,7 @@ ZUUL_URL = "https://zuul.example.org/api/tenant/openstack/status"
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'zuul-status.sqlite'}"
     engine = make_engine(url, writer=True)
     Base.metadata.create_all(engine)
@@ -40,16 +39,16 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def writer(database_url: str):
-    engine = make_engine(database_url, writer=True)
+def writer(sqlite_url: str):
+    engine = make_engine(sqlite_url, writer=True)
     yield make_sessionmaker(engine)
     engine.dispose()
 
 
 @pytest.fixture
-def client(database_url: str):
+def client(sqlite_url: str):
     settings = Settings(
-        database_url=database_url,
+        database_url=sqlite_url,
         sources=(SourceSettings(name="openstack", url=ZUUL_URL),),
     )
     return create_app(settings).test_client()
@@ -125,8 +124,7 @@ def hrefs(html: str) -> list[str]:
 # --- real captures ----------------------------------------------------------
 
 
-@pytest.mark.skipif(not CAPTURES, reason=f"no fixture folder at {FIXTURES}")
-@pytest.mark.parametrize("capture", CAPTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("capture", capture_params())
 def test_every_job_of_a_real_capture_appears_on_the_latest_and_snapshot_pages(
     capture: Path, writer, client
 ):

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the web application from settings (read once if not given)."""
     settings = settings if settings is not None else load_settings()
     engine = make_engine(settings.database_url)
-    # uWSGI forks its workers after loading the app: each opens its own pool.
+    # A pool must never be shared across fork(). uwsgi.ini loads the app in
+    # each worker (lazy-apps), which is what guards production; this covers
+    # servers that fork with Python's own fork hooks.
     dispose_after_fork(engine)
 
     app = Flask(__name__)
@@ -46,9 +48,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, handle_error)
     app.after_request(add_security_headers)
 
+    from webui import zones
+    from webui.history import history
+    from webui.jobs import jobs
     from webui.views import web
 
+    zones.init_app(app)
     app.register_blueprint(web)
+    app.register_blueprint(history)
+    app.register_blueprint(jobs)
     return app
 
 

@@ -169,6 +169,11 @@ def _fill_health(session: Session, source: Source, entry: SourceHealth) -> None:
         entry.last_poll_at, entry.last_poll_outcome = poll.started_at, poll.outcome
 
 
+def source_names(session: Session) -> list[str]:
+    """Names of the sources that have snapshots, for the source switcher."""
+    return [source.name for source in _sources_with_snapshots(session)]
+
+
 def _sources_with_snapshots(session: Session) -> list[Source]:
     has_snapshot = exists().where(Snapshot.source_id == Source.id)
     return list(session.scalars(select(Source).where(has_snapshot).order_by(Source.id)))
@@ -194,7 +199,7 @@ def _record(session: Session, source: Source, snapshot: Snapshot) -> SnapshotRec
             status = parse_status(read_body(session, snapshot))
         except ParseError as error:
             parse_error = str(error)
-    newest = latest_snapshot(session, source.id, parsed_only=False)
+    newest = newest_snapshot_id(session, source.id)
     return SnapshotRecord(
         source=source,
         source_names=[s.name for s in _sources_with_snapshots(session)],
@@ -203,7 +208,19 @@ def _record(session: Session, source: Source, snapshot: Snapshot) -> SnapshotRec
         parse_error=parse_error,
         previous_id=_neighbour_id(session, snapshot, before=True),
         next_id=_neighbour_id(session, snapshot, before=False),
-        newest_id=newest.id if newest is not None else snapshot.id,
+        newest_id=newest if newest is not None else snapshot.id,
+    )
+
+
+def newest_snapshot_id(
+    session: Session, source_id: int, parsed_only: bool = False
+) -> int | None:
+    """The id of the latest snapshot of a source, without reading its body."""
+    query = select(Snapshot.id).where(Snapshot.source_id == source_id)
+    if parsed_only:
+        query = query.where(Snapshot.parse_error.is_(None))
+    return session.scalar(
+        query.order_by(Snapshot.taken_at.desc(), Snapshot.id.desc()).limit(1)
     )
 
 

@@ -7,7 +7,7 @@ link, its colour, its times) is made here, once, in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from urllib.parse import urlsplit
 
 from recorder.parser import ChangeQueue, Item, Job, Pipeline, Status
@@ -47,6 +47,8 @@ class ItemRow:
     css: str
     finished: int
     jobs: list[JobRow]
+    # The change to tell the story of, for live items that have one.
+    story: str | None = None
 
 
 @dataclass(slots=True)
@@ -76,11 +78,11 @@ class StatusRows:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def format_time(moment: datetime | None) -> str:
-    """``2026-12-03 16:20:05 UTC``, or ``unknown``."""
+def format_time(moment: datetime | None, zone: tzinfo = UTC) -> str:
+    """``2026-12-03 16:20:05 UTC`` (or ``17:20:05 CET`` in a zone), or ``unknown``."""
     if moment is None:
         return UNKNOWN
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def iso_z(moment: datetime | None) -> str | None:
@@ -171,7 +173,7 @@ def _matches(item: Item, needle: str) -> bool:
 
 def _item_row(item: Item, taken_at: datetime, web_root: str) -> ItemRow:
     failing = bool(item.failing_reasons) or any(
-        job.voting and _result_class(job.result) == "bad" for job in item.jobs
+        job.voting and result_class(job.result) == "bad" for job in item.jobs
     )
     css = "item" + ("" if item.live else " nl") + (" fail" if failing else "")
     remaining = item.remaining_s
@@ -189,18 +191,19 @@ def _item_row(item: Item, taken_at: datetime, web_root: str) -> ItemRow:
         css=css,
         finished=sum(job.result is not None for job in item.jobs),
         jobs=[_job_row(job, web_root) for job in item.jobs],
+        story=item.change_id if item.live and item.jobs else None,
     )
 
 
 def _job_row(job: Job, web_root: str) -> JobRow:
     state = job.state
     if state == "finished":
-        css, label = _result_class(job.result), job.result or ""
+        css, label = result_class(job.result), job.result or ""
     else:
         css, label = _STATE_CLASSES[state], state
     return JobRow(
         name=job.name,
-        href=safe_log_url(job.report_url, job.url, web_root),
+        href=_log_href(job, web_root),
         css=css if job.voting else css + " nv",
         label=label,
         time=_job_time(job, state),
@@ -208,7 +211,18 @@ def _job_row(job: Job, web_root: str) -> JobRow:
     )
 
 
-def _result_class(result: str | None) -> str | None:
+def _log_href(job: Job, web_root: str) -> str | None:
+    """``safe_log_url``, without resolving URLs that are already absolute."""
+    for candidate in (job.report_url, job.url):
+        if not candidate:
+            continue
+        if candidate.startswith(("https://", "http://")):
+            return candidate
+        return safe_log_url(job.report_url, job.url, web_root)
+    return None
+
+
+def result_class(result: str | None) -> str | None:
     """``ok``, ``bad`` or ``skip`` for a result; None while there is none."""
     if result is None:
         return None
@@ -250,16 +264,20 @@ class Banner:
 
 
 def banner(
-    taken_at: datetime, last_taken_at: datetime, status: Status | None, now: datetime
+    taken_at: datetime,
+    last_taken_at: datetime,
+    status: Status | None,
+    now: datetime,
+    zone: tzinfo = UTC,
 ) -> Banner:
     result = Banner(
-        taken_at=format_time(taken_at),
+        taken_at=format_time(taken_at, zone),
         taken_iso=iso_z(taken_at),
         age=format_duration(seconds_between(taken_at, now)),
         events=_event_queues(status) if status is not None else None,
     )
     if last_taken_at > taken_at:
-        result.last_seen_at = format_time(last_taken_at)
+        result.last_seen_at = format_time(last_taken_at, zone)
         result.last_seen_iso = iso_z(last_taken_at)
         result.last_seen_age = format_duration(seconds_between(last_taken_at, now))
     return result

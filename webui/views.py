@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -15,6 +17,7 @@ from flask import (
     jsonify,
     render_template,
     request,
+    url_for,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -22,13 +25,26 @@ from sqlalchemy.orm import Session
 from recorder.db import session_scope
 from recorder.models import Source
 from recorder.settings import SourceSettings
-from webui import WebState, queries, render
+from webui import WebState, history_queries, queries, render, timeline, zones
 
 log = logging.getLogger(__name__)
 web = Blueprint("web", __name__)
 
 MAX_QUERY_CHARS = 200
 MAX_LIMIT = 1000
+JUMPS = (
+    ("−1 day", timedelta(days=-1)),
+    ("−1 h", timedelta(hours=-1)),
+    ("+1 h", timedelta(hours=1)),
+    ("+1 day", timedelta(days=1)),
+)
+
+
+@dataclass(slots=True)
+class NavLink:
+    label: str
+    href: str | None
+    current: bool = False
 
 
 @web.get("/")
@@ -37,7 +53,7 @@ def latest() -> str:
     source_name, query = _source_arg(), _query_arg()
     with _session() as session:
         record = queries.latest_snapshot_record(session, source_name, _preferred())
-    return _render_snapshot(record, query, latest=True)
+        return render_snapshot(session, record, query, latest=True)
 
 
 @web.get("/snapshots/<int:snapshot_id>")
@@ -46,7 +62,7 @@ def snapshot(snapshot_id: int) -> str:
     source_name, query = _source_arg(), _query_arg()
     with _session() as session:
         record = queries.snapshot_record(session, snapshot_id, source_name)
-    return _render_snapshot(record, query, latest=False)
+        return render_snapshot(session, record, query, latest=False)
 
 
 @web.get("/healthz")
@@ -86,15 +102,29 @@ def api_snapshot_raw(snapshot_id: int) -> Response:
     return Response(body, mimetype="application/json")
 
 
-def _render_snapshot(record: queries.SnapshotRecord, query: str, latest: bool) -> str:
+def render_snapshot(
+    session: Session,
+    record: queries.SnapshotRecord,
+    query: str,
+    latest: bool,
+    asked_at: datetime | None = None,
+) -> str:
+    """The snapshot page: the status, its time navigation and timeline strip."""
     snapshot, status = record.snapshot, record.status
     rows = None
     if status is not None:
         web_root = _web_root(record.source)
         rows = render.status_rows(status, snapshot.taken_at, web_root, query)
+    zone = zones.reader_zone()
     banner = render.banner(
-        snapshot.taken_at, snapshot.last_taken_at, status, datetime.now(UTC)
+        snapshot.taken_at, snapshot.last_taken_at, status, datetime.now(UTC), zone
     )
+    strip = _timeline(session, record, asked_at or snapshot.taken_at)
+    source = record.source.name
+    if asked_at is not None:
+        switch = ("history.at", {"when": render.iso_z(asked_at), "q": query or None})
+    else:
+        switch = ("web.latest", {"q": query or None})
     return render_template(
         "snapshot.html",
         record=record,
@@ -102,7 +132,75 @@ def _render_snapshot(record: queries.SnapshotRecord, query: str, latest: bool) -
         banner=banner,
         q=query,
         latest=latest,
+        asked_at=asked_at,
+        strip=strip,
+        jumps=_jumps(source, snapshot.taken_at, strip, query),
+        picker_value=zones.input_value(asked_at or snapshot.taken_at),
+        source_links=source_links(record.source_names, source, *switch),
+        asked_note=_asked_note(asked_at, strip),
+        permalink_tz=zones.zone_arg(),
+        snapshot_href=href_maker("web.snapshot", "snapshot_id", source=source),
+        story_href=href_maker("history.change", "change", source=source),
     )
+
+
+def _timeline(
+    session: Session, record: queries.SnapshotRecord, moment: datetime
+) -> timeline.Timeline:
+    data = history_queries.timeline_data(session, record.source.id, moment)
+    order = [p.name for p in record.status.pipelines] if record.status else ()
+    return timeline.build(data, moment, zones.reader_zone(), order)
+
+
+def _jumps(
+    source: str, taken_at: datetime, strip: timeline.Timeline, query: str
+) -> list[NavLink]:
+    """Links an hour or a day away, where there is data to show."""
+    links = []
+    for label, delta in JUMPS:
+        moment = taken_at + delta
+        known = strip.first_taken_at is not None and (
+            strip.first_taken_at <= moment <= (strip.data_until or moment)
+        )
+        href = None
+        if known:
+            href = url_for(
+                "history.at", when=render.iso_z(moment), source=source, q=query or None
+            )
+        links.append(NavLink(label, href))
+    return links
+
+
+def _asked_note(asked_at: datetime | None, strip: timeline.Timeline) -> str | None:
+    """Why the snapshot shown may not be what Zuul showed at the asked time."""
+    if asked_at is None:
+        return None
+    for gap in strip.gaps:
+        if gap.first_at <= asked_at <= (gap.until or gap.last_at):
+            return f"No status came in around that time: {gap.text}."
+    if strip.data_until is not None and asked_at > strip.data_until:
+        last = zones.localtime(strip.data_until)
+        return f"Nothing was recorded after {last}: this is the last known status."
+    return None
+
+
+def href_maker(endpoint: str, name: str, **values) -> Callable[[object], str]:
+    """``url_for`` with one value left open, for the many links of one page."""
+    marker = 999_999_999_999
+    before, _, after = url_for(endpoint, **{name: marker}, **values).partition(
+        str(marker)
+    )
+    return lambda value: f"{before}{quote(str(value), safe=',')}{after}"
+
+
+def source_links(
+    names: list[str], current: str, endpoint: str, values: dict
+) -> list[NavLink]:
+    """The source switcher: the same view (where it makes sense) of each source."""
+    return [
+        NavLink(name, url_for(endpoint, source=name, **values), name == current)
+        for name in names or [current]
+    ]
 
 
 def _state() -> WebState:

@@ -1,0 +1,182 @@
+"""The job pages in the distribution's headless Chromium: the chart and its tables.
+
+The planned history of ``test_jobs`` is served over loopback by the real
+application. With JavaScript, the chart must draw exactly one point per run
+that has a duration; without it, the same figures must be readable in the
+tables. Screenshots go to test-artifacts/jobs/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.test_jobs import (
+    insert_builds,
+    is_failure,
+    make_client,
+    plan_history,
+    record,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "jobs"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Playwright polls every wait below until its deadline; nothing sleeps.
+DEADLINE_MS = 10_000
+# What the page's chart has drawn: per dataset, the points with a position.
+DRAWN_POINTS = """() => {
+  const chart = Chart.getChart(document.getElementById("durations-chart"));
+  return chart.data.datasets.map((dataset, index) => ({
+    label: dataset.label,
+    type: dataset.type,
+    drawn: chart.getDatasetMeta(index).data.filter(
+      (point) => Number.isFinite(point.x) && Number.isFinite(point.y) && !point.skip
+    ).length,
+  }));
+}"""
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent"),
+]
+
+
+@pytest.fixture(scope="module")
+def history():
+    return plan_history()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, history):
+    """The planned history served by the application on a loopback port."""
+    from recorder.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'zuul-status.sqlite'}"
+    upgrade(url)
+    record(url, history)
+    insert_builds(url, "busy-job", [60.0 + (i * 7919) % 3000 for i in range(6_000)])
+    server = make_server("127.0.0.1", 0, make_client(url).application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, javascript: bool):
+    context = browser.new_context(
+        java_script_enabled=javascript, viewport={"width": 1280, "height": 900}
+    )
+    context.set_default_timeout(DEADLINE_MS)
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda message: complain(page, message))
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    return page
+
+
+def complain(page, message) -> None:
+    """Note console errors, but not the favicon the site does not have."""
+    if message.type == "error" and not message.location.get("url", "").endswith(
+        "/favicon.ico"
+    ):
+        page.problems.append(message.text)
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_chart_draws_one_point_per_run_with_a_duration(site, browser, history):
+    page = open_page(browser, javascript=True)
+    page.goto(f"{site}/jobs/tempest-full?range=week")
+
+    page.locator("#job-charts").wait_for(state="visible")
+    page.wait_for_function("() => Chart.getChart('durations-chart') !== undefined")
+    drawn = {entry["label"]: entry["drawn"] for entry in page.evaluate(DRAWN_POINTS)}
+
+    timed = [b for b in history.of_job("tempest-full") if b.duration_s is not None]
+    assert drawn["success"] == sum(b.attempt.result == "SUCCESS" for b in timed) == 7
+    assert drawn["failure"] == sum(is_failure(b.attempt.result) for b in timed) == 3
+    assert drawn["other results"] == 0
+    # One median, p90 and p95 per day that had a timed run: two days.
+    assert [drawn[f"{name} per day"] for name in ("median", "p90", "p95")] == [2] * 3
+    assert page.problems == []  # no script error, no CSP refusal
+    screenshot(page, "tempest-full-js")
+    page.context.close()
+
+
+def test_a_downsampled_chart_draws_exactly_the_points_the_page_sent(site, browser):
+    page = open_page(browser, javascript=True)
+    page.goto(f"{site}/jobs/busy-job?range=all")
+    sent = json.loads(page.locator("#job-chart-data").text_content())
+    assert sent["sampled"] is True
+
+    page.wait_for_function("() => Chart.getChart('durations-chart') !== undefined")
+    drawn = {entry["label"]: entry["drawn"] for entry in page.evaluate(DRAWN_POINTS)}
+
+    assert drawn["success"] == len(sent["points"]["success"])
+    assert drawn["failure"] == len(sent["points"]["failure"])
+    runs_chart = page.evaluate(
+        "() => Chart.getChart('runs-chart').getDatasetMeta(0).data.length"
+    )
+    assert runs_chart == len(sent["periods"])
+    assert page.problems == []
+    screenshot(page, "busy-job-js")
+    page.context.close()
+
+
+def test_without_javascript_the_tables_carry_the_figures(site, browser, history):
+    page = open_page(browser, javascript=False)
+    page.goto(f"{site}/jobs?range=week")
+
+    page.get_by_role("link", name="tempest-full", exact=True).click()
+    page.wait_for_url(re.compile(r"/jobs/tempest-full\?range=week$"))
+
+    assert page.locator("#job-charts").is_hidden()
+    runs = page.locator(".job-runs tbody tr")
+    assert runs.count() == len(history.of_job("tempest-full"))
+    assert runs.first.locator("b").inner_text() == "running"
+    # Newest day first: the second day had six runs (one still running), two
+    # of its five finished runs failed; the first day five runs, one failed.
+    periods = [
+        row.split("\t")
+        for row in page.locator(".job-periods tbody tr").all_inner_texts()
+    ]
+    assert [cells[1:4] for cells in periods[:2]] == [
+        ["6", "2", "40.0 %"],
+        ["5", "1", "20.0 %"],
+    ]
+    assert all(cells[1] == "0" for cells in periods[2:])
+    summary = page.locator(".job-summary").inner_text()
+    assert "30.0 %" in summary
+    screenshot(page, "tempest-full-no-js")
+    page.context.close()

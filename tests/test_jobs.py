@@ -1,0 +1,710 @@
+"""Job statistics pages and the builds API, on a recorded history of known builds.
+
+The history is planned here, build by build (when each item was enqueued,
+when each build started and ended, with what result), turned into the status
+bodies Zuul would have served at every moment something changed, and stored
+through the recorder as snapshots. Every expected figure is computed from the
+plan with the standard library, never with the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert
+
+from recorder.db import make_engine, make_sessionmaker, session_scope
+from recorder.models import Build
+from recorder.settings import Settings, SourceSettings
+from recorder.store import get_or_create_source, store_body
+from webui import create_app, job_queries
+
+T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+SOURCE = "openstack"
+ZUUL_URL = "https://zuul.example.org/api/tenant/openstack/status"
+NEUTRAL = {"SKIPPED", "CANCELED", "ABORTED", "DEQUEUED", "RETRY"}
+FORMULA_JOBS = (
+    '=HYPERLINK("https://evil.example/","click me")',
+    "+1+1",
+    "-2+3",
+    "@SUM(1,1)",
+    "\tcmd",
+    "\rcmd",
+)
+
+
+# --- planning a history -------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One build of a job: the times are seconds after the item was enqueued."""
+
+    uuid: str | None
+    start_s: float | None = None
+    end_s: float | None = None
+    result: str | None = None
+    # The result shows without a start (skipped, canceled before it started).
+    result_s: float | None = None
+
+
+@dataclass
+class PlannedJob:
+    name: str
+    attempts: list[Attempt]
+    voting: bool = True
+
+
+@dataclass
+class PlannedItem:
+    change: str
+    project: str
+    pipeline: str
+    branch: str
+    enqueue: datetime
+    jobs: list[PlannedJob]
+    # Seconds after enqueue when the item leaves the pipeline (None: never).
+    leave_s: float | None = None
+
+
+@dataclass
+class Expected:
+    """A build as the recorder should have stored it, and when it was seen."""
+
+    item: PlannedItem
+    job: PlannedJob
+    attempt: Attempt
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    @property
+    def start(self) -> datetime | None:
+        return _at(self.item, self.attempt.start_s)
+
+    @property
+    def end(self) -> datetime | None:
+        return _at(self.item, self.attempt.end_s)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.attempt.start_s is None or self.attempt.end_s is None:
+            return None
+        return float(self.attempt.end_s - self.attempt.start_s)
+
+    @property
+    def wait_s(self) -> float | None:
+        return None if self.attempt.start_s is None else float(self.attempt.start_s)
+
+
+@dataclass
+class History:
+    items: list[PlannedItem]
+    snapshot_times: list[datetime] = field(default_factory=list)
+    builds: list[Expected] = field(default_factory=list)
+
+    def of_job(self, name: str) -> list[Expected]:
+        return [build for build in self.builds if build.job.name == name]
+
+    @property
+    def last_snapshot(self) -> datetime:
+        """When the newest snapshot was last taken (by the final poll)."""
+        return self.snapshot_times[-1]
+
+
+def _at(item: PlannedItem, seconds: float | None) -> datetime | None:
+    return None if seconds is None else item.enqueue + timedelta(seconds=seconds)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def shown_attempt(job: PlannedJob, elapsed_s: float) -> Attempt:
+    """The attempt Zuul shows for a job: the latest that has started, else the first."""
+    started = [
+        a for a in job.attempts if a.start_s is not None and a.start_s <= elapsed_s
+    ]
+    return started[-1] if started else job.attempts[0]
+
+
+def job_entry(job: PlannedJob, item: PlannedItem, moment: datetime) -> dict:
+    """The job as Zuul 2.5's status would show it at ``moment``."""
+    elapsed_s = (moment - item.enqueue).total_seconds()
+    attempt = shown_attempt(job, elapsed_s)
+    entry = {"name": job.name, "voting": job.voting, "result": None, "url": None}
+    if attempt.start_s is not None and attempt.start_s <= elapsed_s:
+        entry["uuid"] = attempt.uuid
+        entry["start_time"] = _at(item, attempt.start_s).timestamp()
+        entry["url"] = f"https://logs.example.org/{attempt.uuid}/"
+        if attempt.end_s is not None and attempt.end_s <= elapsed_s:
+            entry["end_time"] = _at(item, attempt.end_s).timestamp()
+            entry["result"] = attempt.result
+    elif attempt.result_s is not None and attempt.result_s <= elapsed_s:
+        entry["result"] = attempt.result
+    return entry
+
+
+def status_body(items: list[PlannedItem], moment: datetime) -> bytes:
+    """The whole status at ``moment``: every item enqueued and not yet gone."""
+    pipelines: dict[str, dict[tuple, list]] = {}
+    for item in items:
+        elapsed_s = (moment - item.enqueue).total_seconds()
+        if elapsed_s < 0 or (item.leave_s is not None and elapsed_s >= item.leave_s):
+            continue
+        number = item.change.split(",")[0]
+        raw = {
+            "id": item.change,
+            "project": item.project,
+            "url": f"https://review.example.org/{number}",
+            "live": True,
+            "enqueue_time": _epoch_ms(item.enqueue),
+            "jobs": [job_entry(job, item, moment) for job in item.jobs],
+        }
+        queue = (item.project, item.branch)
+        pipelines.setdefault(item.pipeline, {}).setdefault(queue, []).append(raw)
+    document = {
+        "zuul_version": "2.5.2",
+        "pipelines": [
+            {
+                "name": name,
+                "change_queues": [
+                    {"name": project, "branch": branch, "heads": [[i] for i in queue]}
+                    for (project, branch), queue in queues.items()
+                ],
+            }
+            for name, queues in pipelines.items()
+        ],
+    }
+    return json.dumps(document).encode()
+
+
+def event_times(items: list[PlannedItem], final: datetime) -> list[datetime]:
+    """Every moment at which the status changes, up to the final snapshot."""
+    moments = {final}
+    for item in items:
+        offsets = [0.0, item.leave_s]
+        for job in item.jobs:
+            for attempt in job.attempts:
+                offsets += [attempt.start_s, attempt.end_s, attempt.result_s]
+        moments.update(
+            item.enqueue + timedelta(seconds=offset)
+            for offset in offsets
+            if offset is not None
+        )
+    return sorted(moment for moment in moments if moment <= final)
+
+
+def track_sightings(history: History) -> None:
+    """When each build row was first and last seen, as the recorder keys them."""
+    for item in history.items:
+        for job in item.jobs:
+            for attempt in job.attempts:
+                history.builds.append(Expected(item, job, attempt))
+    # A poll whose body equals the previous one stores no new snapshot, and
+    # the builds in it are not seen again.
+    stored, previous = [], None
+    for moment in history.snapshot_times:
+        body = status_body(history.items, moment)
+        if body != previous:
+            stored.append(moment)
+        previous = body
+    for moment in stored:
+        for build in history.builds:
+            elapsed_s = (moment - build.item.enqueue).total_seconds()
+            leave = build.item.leave_s
+            if elapsed_s < 0 or (leave is not None and elapsed_s >= leave):
+                continue
+            if shown_attempt(build.job, elapsed_s) is build.attempt:
+                build.first_seen = build.first_seen or moment
+                build.last_seen = moment
+
+
+def s(*pairs) -> list[Attempt]:
+    """Attempts from (wait, duration, result) triples, each with a fresh uuid."""
+    attempts = []
+    for wait_s, duration_s, result in pairs:
+        uuid = f"{len(_UUIDS):032x}"
+        _UUIDS.append(uuid)
+        end_s = None if duration_s is None else wait_s + duration_s
+        attempts.append(Attempt(uuid, wait_s, end_s, result))
+    return attempts
+
+
+_UUIDS: list[str] = []
+
+TEMPEST = [
+    (60, 600, "SUCCESS"),
+    (65, 640, "SUCCESS"),
+    (70, 700, "FAILURE"),
+    (75, 720, "SUCCESS"),
+    (80, 800, "SUCCESS"),
+    (85, 810, "POST_FAILURE"),
+    (90, 900, "SUCCESS"),
+    (95, 1000, "SUCCESS"),
+    (100, 1500, "TIMED_OUT"),
+    (105, 2400, "SUCCESS"),
+]
+TOX = [(10, 100, "SUCCESS"), (12, 110, "FAILURE"), (14, 130, "SUCCESS")]
+TOX += [(16, 150, "SUCCESS"), (18, 170, "SUCCESS"), (20, 400, "SUCCESS")]
+
+
+def plan_history() -> History:
+    """Two days of one tenant: known durations, a skip, a retry, a running build."""
+    _UUIDS.clear()
+    items = []
+    for index, (wait_s, duration_s, result) in enumerate(TEMPEST):
+        # Half on the first day, half a day later: "last day" sees the second half.
+        day = timedelta(hours=30) if index >= 5 else timedelta(0)
+        enqueue = T0 + day + timedelta(minutes=10 * index)
+        jobs = [PlannedJob("tempest-full", s((wait_s, duration_s, result)))]
+        leave_s = wait_s + duration_s + 30
+        items.append(
+            PlannedItem(
+                f"{1001 + index},1", "openstack/nova", "check", "master", enqueue, jobs
+            )
+        )
+        items[-1].leave_s = leave_s
+    for index, triple in enumerate(TOX):
+        enqueue = T0 + timedelta(hours=2, minutes=5 * index)
+        jobs = [PlannedJob("tox-py311", s(triple), voting=index != 5)]
+        item = PlannedItem(
+            f"{2001 + index},2",
+            "openstack/neutron",
+            "gate",
+            "stable/2025.1",
+            enqueue,
+            jobs,
+        )
+        item.leave_s = triple[0] + triple[1] + 30
+        items.append(item)
+    items.append(_skip_cancel_retry_item())
+    items.append(_formula_item())
+    items.extend(_unfinished_items(items))
+    history = History(items)
+    final = max(
+        item.enqueue + timedelta(seconds=item.leave_s or 0) for item in items
+    ) + timedelta(minutes=5)
+    history.snapshot_times = event_times(items, final)
+    track_sightings(history)
+    return history
+
+
+def _skip_cancel_retry_item() -> PlannedItem:
+    retried = s((30, None, None), (400, 900, "SUCCESS"))
+    retried[0].end_s = None
+    jobs = [
+        PlannedJob("tox-py311", [Attempt(None, result="SKIPPED", result_s=20)]),
+        PlannedJob("tox-docs", [Attempt(None, result="CANCELED", result_s=25)]),
+        PlannedJob("grenade", retried),
+    ]
+    enqueue = T0 + timedelta(hours=3)
+    item = PlannedItem("3001,4", "openstack/nova", "gate", "master", enqueue, jobs)
+    item.leave_s = 400 + 900 + 30
+    return item
+
+
+def _formula_item() -> PlannedItem:
+    jobs = [
+        PlannedJob(name, s((5 + index, 50 + index, "SUCCESS")))
+        for index, name in enumerate(FORMULA_JOBS)
+    ]
+    enqueue = T0 + timedelta(hours=4)
+    item = PlannedItem("4001,1", "openstack/nova", "check", "master", enqueue, jobs)
+    item.leave_s = 200
+    return item
+
+
+def _unfinished_items(items: list[PlannedItem]) -> list[PlannedItem]:
+    """A build still running and one still queued at the last snapshot."""
+    last_leave = max(item.enqueue + timedelta(seconds=item.leave_s) for item in items)
+    enqueue = last_leave - timedelta(minutes=2)
+    running = PlannedJob("tempest-full", s((60, None, None)))
+    queued = PlannedJob("tox-py311", [Attempt(None)])
+    return [
+        PlannedItem("5001,1", "openstack/nova", "check", "master", enqueue, [running]),
+        PlannedItem(
+            "5002,1", "openstack/neutron", "gate", "stable/2025.1", enqueue, [queued]
+        ),
+    ]
+
+
+def record(url: str, history: History) -> None:
+    """Store the status at every planned moment, as the recorder would."""
+    engine = make_engine(url, writer=True)
+    sessions = make_sessionmaker(engine)
+    for moment in history.snapshot_times:
+        with session_scope(sessions) as session:
+            source = get_or_create_source(session, SOURCE, ZUUL_URL)
+            store_body(session, source, status_body(history.items, moment), moment)
+    engine.dispose()
+
+
+def make_client(url: str):
+    settings = Settings(
+        database_url=url, sources=(SourceSettings(name=SOURCE, url=ZUUL_URL),)
+    )
+    return create_app(settings).test_client()
+
+
+@pytest.fixture
+def history() -> History:
+    return plan_history()
+
+
+@pytest.fixture
+def recorded(database_url: str, history: History):
+    record(database_url, history)
+    return database_url
+
+
+@pytest.fixture
+def client(recorded: str):
+    return make_client(recorded)
+
+
+# --- independent expectations -------------------------------------------------
+
+
+def is_failure(result: str | None) -> bool:
+    return result is not None and result != "SUCCESS" and result not in NEUTRAL
+
+
+def expected_percentiles(durations: list[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(durations, n=100, method="inclusive")
+    return cuts[49], cuts[89], cuts[94]
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, rel=1e-9, abs=1e-6)
+
+
+# --- /jobs ----------------------------------------------------------------------
+
+
+def test_job_statistics_equal_the_ones_computed_from_the_planned_builds(
+    recorded, history
+):
+    client = make_client(recorded)
+    response = client.get("/jobs?range=all")
+    assert response.status_code == 200
+
+    with make_sessionmaker(make_engine(recorded))() as session:
+        from recorder import export
+
+        filters = export.parse_filters({"range": "all"})
+        stats = {entry.job: entry for entry in job_queries.job_stats(session, filters)}
+    for name in ("tempest-full", "tox-py311", "grenade", *FORMULA_JOBS):
+        builds = history.of_job(name)
+        durations = sorted(b.duration_s for b in builds if b.duration_s is not None)
+        results = [b.attempt.result for b in builds]
+        finished = [r for r in results if r is not None]
+        entry = stats[name]
+        assert entry.runs == len(builds), name
+        assert entry.finished == len(finished), name
+        assert entry.succeeded == finished.count("SUCCESS"), name
+        assert entry.failed == sum(map(is_failure, finished)), name
+        assert entry.timed == len(durations), name
+        if len(durations) >= 2:
+            assert (entry.p50_s, entry.p90_s, entry.p95_s) == tuple(
+                map(approx, expected_percentiles(durations))
+            ), name
+        elif durations:
+            assert entry.p50_s == entry.p95_s == durations[0], name
+        waits = [b.wait_s for b in builds if b.wait_s is not None]
+        assert entry.median_wait_s == pytest.approx(statistics.median(waits), abs=2e-3)
+        last = max(b.end or b.last_seen for b in builds)
+        assert entry.last_run == last, name
+
+
+def test_percentiles_of_tempest_are_the_hand_computed_values(recorded):
+    # Ten durations, sorted: 600 640 700 720 800 810 900 1000 1500 2400.
+    # p50 sits at 4.5 -> (800 + 810) / 2; p90 at 8.1 -> 1500 + 0.1 * 900;
+    # p95 at 8.55 -> 1500 + 0.55 * 900.
+    html = make_client(recorded).get("/jobs?range=all").get_data(as_text=True)
+    row = re.search(
+        r"<tr>\s*<th scope=\"row\"><a [^>]*>tempest-full</a>.*?</tr>", html, re.S
+    )
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+    assert cells[:6] == [
+        "11",  # ten finished runs and one still running
+        "70.0 %",
+        "30.0 %",
+        "13 min 25 s",
+        "26 min 30 s",
+        "33 min 15 s",
+    ]
+
+
+def test_a_skipped_and_a_canceled_build_count_as_runs_but_have_no_duration(
+    recorded, history
+):
+    client = make_client(recorded)
+    builds = client.get("/api/builds?range=all&job=tox-py311&limit=1000").get_json()
+    results = [build["result"] for build in builds["builds"]]
+    assert results.count("SKIPPED") == 1
+    skipped = next(b for b in builds["builds"] if b["result"] == "SKIPPED")
+    assert skipped["duration_s"] is None
+    assert skipped["start_time"] is None
+    planned = history.of_job("tox-py311")
+    assert len(builds["builds"]) == len(planned)
+
+    docs = client.get("/api/builds?range=all&job=tox-docs").get_json()["builds"]
+    assert [(b["result"], b["duration_s"]) for b in docs] == [("CANCELED", None)]
+
+
+def test_a_retried_build_is_its_own_row_and_the_replaced_one_has_no_result(client):
+    builds = client.get("/api/builds?range=all&job=grenade").get_json()["builds"]
+
+    assert len(builds) == 2
+    newest, replaced = builds
+    assert newest["result"] == "SUCCESS"
+    assert newest["duration_s"] == 900.0
+    assert replaced["result"] is None
+    assert replaced["state"] == "unknown"
+    assert replaced["duration_s"] is None
+    assert newest["build_uuid"] != replaced["build_uuid"]
+
+
+def test_builds_running_or_queued_at_the_last_snapshot_are_marked_so(client):
+    running = client.get("/api/builds?range=all&job=tempest-full&limit=1").get_json()
+    assert running["builds"][0]["state"] == "running"
+    assert running["builds"][0]["duration_s"] is None
+    assert running["builds"][0]["end_time"] is None
+    queued = client.get("/api/builds?range=all&job=tox-py311&limit=1").get_json()
+    assert queued["builds"][0]["state"] == "waiting"
+
+    html = client.get("/jobs/tempest-full?range=all").get_data(as_text=True)
+    first_run = html.split("<tbody>")[-1].split("</tr>")[0]
+    assert 'class="run"' in first_run
+    assert ">running<" in first_run
+
+
+def test_the_failure_rate_counts_only_builds_that_finished_with_a_result(client):
+    html = client.get("/jobs/tempest-full?range=all").get_data(as_text=True)
+
+    # Ten finished, three failed (FAILURE, POST_FAILURE, TIMED_OUT); the running
+    # build is a run but not finished.
+    assert re.search(r"<dt>runs</dt><dd>11</dd>", html)
+    assert re.search(r"<dt>failure</dt><dd class=\"bad\">30.0 %</dd>", html)
+    assert "10 finished with a result; 10 started and ended" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("range=all&pipeline=gate", {"tox-py311", "tox-docs", "grenade"}),
+        ("range=all&project=openstack/neutron", {"tox-py311"}),
+        ("range=all&branch=stable/2025.1", {"tox-py311"}),
+        ("range=all&result=timed_out", {"tempest-full"}),
+        ("range=day", {"tempest-full", "tox-py311"}),
+    ],
+)
+def test_filters_select_the_same_builds_on_the_page_the_api_and_the_export(
+    recorded, history, query, expected
+):
+    client = make_client(recorded)
+
+    html = client.get(f"/jobs?{query}").get_data(as_text=True)
+    api = client.get(f"/api/builds?{query}&limit=1000").get_json()["builds"]
+    csv_text = client.get(f"/export/builds.csv?{query}").get_data(as_text=True)
+
+    on_page = set(re.findall(r'<th scope="row"><a [^>]*>([^<]*)</a>', html))
+    assert on_page == expected
+    assert {build["job"] for build in api} == expected
+    assert len(csv_text.splitlines()) == len(api) + 1
+
+
+def test_the_last_day_ends_at_the_newest_snapshot_not_at_the_readers_clock(
+    recorded, history
+):
+    since = history.last_snapshot - timedelta(days=1)
+    expected = [
+        b
+        for b in history.builds
+        if (b.end or b.last_seen) >= since and b.first_seen is not None
+    ]
+
+    api = make_client(recorded).get("/api/builds?range=day&limit=1000").get_json()
+
+    assert len(api["builds"]) == len(expected)
+
+
+def test_a_from_to_range_includes_the_whole_last_day(recorded, history):
+    day = T0.date().isoformat()
+    first_day = [
+        b for b in history.builds if (b.end or b.last_seen).date() == T0.date()
+    ]
+
+    api = make_client(recorded).get(f"/api/builds?from={day}&to={day}&limit=1000")
+
+    assert len(api.get_json()["builds"]) == len(first_day)
+
+
+def test_the_jobs_table_sorts_by_each_column_and_puts_unknown_values_last(client):
+    html = client.get("/jobs?range=all&sort=p95&order=desc").get_data(as_text=True)
+    names = re.findall(r'<th scope="row"><a [^>]*>([^<]*)</a>', html)
+    assert names[:2] == ["tempest-full", "grenade"]
+    assert names[-1] == "tox-docs"  # canceled before it started: no duration
+    ascending = client.get("/jobs?range=all&sort=runs&order=asc").get_data(as_text=True)
+    runs = [
+        int(n) for n in re.findall(r'</th>\s*<td class="num">(\d+)</td>', ascending)
+    ]
+    assert runs == sorted(runs)
+
+
+def test_the_job_page_hands_the_chart_every_timed_run_and_the_tables_without_js(
+    client, history
+):
+    html = client.get("/jobs/tempest-full?range=all").get_data(as_text=True)
+
+    data = json.loads(
+        re.search(
+            r'<script type="application/json" id="job-chart-data">(.*?)</script>',
+            html,
+            re.S,
+        ).group(1)
+    )
+    planned = [b for b in history.of_job("tempest-full") if b.duration_s is not None]
+    points = data["points"]
+    assert len(points["success"]) == sum(b.attempt.result == "SUCCESS" for b in planned)
+    assert len(points["failure"]) == sum(is_failure(b.attempt.result) for b in planned)
+    assert sorted(y for series in points.values() for _, y in series) == sorted(
+        b.duration_s for b in planned
+    )
+    assert data["sampled"] is False
+    assert "<script>" not in html  # nothing inline: the CSP forbids it
+    log_links = re.findall(r'href="(https://logs\.example\.org/[^"]+)"', html)
+    assert len(log_links) == len(planned) + 1  # and the running build's console
+    assert "/snapshots/" in html
+
+
+def test_a_job_with_more_runs_than_chart_points_is_downsampled_keeping_the_extremes(
+    sqlite_url,
+):
+    durations = [100.0 + (index * 7919) % 3000 for index in range(6_000)]
+    durations[4_321] = 9_999.0
+    durations[777] = 1.0
+    engine = make_engine(sqlite_url, writer=True)
+    with session_scope(make_sessionmaker(engine)) as session:
+        source = get_or_create_source(session, SOURCE, ZUUL_URL)
+        store_body(session, source, b'{"pipelines": []}', T0 + timedelta(days=30))
+    engine.dispose()
+    insert_builds(sqlite_url, "busy-job", durations)
+
+    client = make_client(sqlite_url)
+    html = client.get("/jobs/busy-job?range=all").get_data(as_text=True)
+    data = json.loads(
+        re.search(r'id="job-chart-data">(.*?)</script>', html, re.S).group(1)
+    )
+
+    drawn = [y for series in data["points"].values() for _, y in series]
+    assert data["sampled"] is True
+    assert len(drawn) <= job_queries.MAX_CHART_POINTS
+    assert {1.0, 9_999.0} <= set(drawn)
+    assert "6000 runs: for each outcome" in html
+
+
+def insert_builds(url: str, job: str, durations: list[float]) -> None:
+    """Finished builds of ``job``, one a minute from T0, straight into the table."""
+    engine = make_engine(url, writer=True)
+    sessions = make_sessionmaker(engine)
+    with session_scope(sessions) as session:
+        source = get_or_create_source(session, SOURCE, ZUUL_URL)
+        rows = []
+        for index, duration_s in enumerate(durations):
+            end = T0 + timedelta(minutes=index)
+            rows.append(
+                {
+                    "source_id": source.id,
+                    "key": f"u:{index}",
+                    "pipeline": "check",
+                    "job": job,
+                    "voting": True,
+                    "state": "finished",
+                    "result": "FAILURE" if index % 10 == 0 else "SUCCESS",
+                    "enqueue_time": end - timedelta(seconds=duration_s + 60),
+                    "start_time": end - timedelta(seconds=duration_s),
+                    "end_time": end,
+                    "duration_s": duration_s,
+                    "uuid": f"{index:032x}",
+                    "first_snapshot_id": 1,
+                    "last_snapshot_id": 1,
+                    "first_seen": end - timedelta(seconds=duration_s + 60),
+                    "last_seen": end,
+                }
+            )
+        session.execute(insert(Build), rows)
+    engine.dispose()
+
+
+# --- /api/builds ----------------------------------------------------------------
+
+
+def test_the_api_pages_through_every_build_newest_first_with_a_next_link(
+    client, history
+):
+    seen, url = [], "/api/builds?range=all&limit=7"
+    while url:
+        page = client.get(url).get_json()
+        seen.extend(page["builds"])
+        url = page["next"]
+
+    assert len(seen) == len(history.builds)
+    times = [b["end_time"] or b["last_seen"] for b in seen]
+    assert times == sorted(times, reverse=True)
+    assert len({(b["build_uuid"], b["job"], b["change"]) for b in seen}) == len(seen)
+
+
+def test_the_run_table_pages_to_older_runs_until_none_is_left(
+    client, history, monkeypatch
+):
+    monkeypatch.setattr("webui.jobs.RUNS_PER_PAGE", 4)
+    url, changes = "/jobs/tempest-full?range=all", []
+    while url:
+        html = client.get(url).get_data(as_text=True)
+        table = html.split('<section class="job-runs">')[1]
+        changes += re.findall(r"<td>(\d+,1)</td>", table)
+        older = re.search(r'<a rel="next" href="([^"]+)">older', table)
+        url = older.group(1).replace("&amp;", "&") if older else None
+
+    planned = [b.item.change for b in history.of_job("tempest-full")]
+    assert sorted(changes) == sorted(planned)
+    assert len(changes) == len(set(changes))
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("range=year", 400, "'range' must be one of day, week, month, all"),
+        ("from=yesterday", 400, "'from' must be an ISO 8601 date"),
+        ("range=day&from=2026-05-01", 400, "either 'range' or 'from'/'to'"),
+        ("from=2026-05-02&to=2026-05-01", 400, "'from' must be before 'to'"),
+        ("limit=0", 400, "'limit' must be an integer from 1 to 1000"),
+        ("before=yesterday", 400, "'before' must be the cursor a previous page gave"),
+        ("source=nowhere", 404, "no source named 'nowhere'"),
+    ],
+)
+def test_bad_filters_get_a_json_error_that_says_what_is_wrong(
+    client, query, status, words
+):
+    response = client.get(f"/api/builds?{query}")
+
+    assert response.status_code == status
+    assert words in response.get_json()["error"]["message"]
+    if not query.startswith(("limit", "before")):  # the list has neither
+        page = client.get(f"/jobs?{query}")
+        assert page.status_code == status
+        assert page.mimetype == "text/html"
+
+
+def test_an_unknown_job_is_a_not_found_page(client):
+    response = client.get("/jobs/no-such-job")
+
+    assert response.status_code == 404
+    assert "no run of job" in response.get_data(as_text=True)
