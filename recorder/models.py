@@ -123,8 +123,13 @@ class Build(Base):
     __tablename__ = "builds"
     __table_args__ = (
         UniqueConstraint("source_id", "key", name="uq_builds_source_key"),
-        # The job pages and the CSV export filter by job and order by time.
-        Index("ix_builds_job_end", "job", "end_time"),
+        # /jobs/<name> reads one job's runs by time; the durations and results
+        # it charts come from the index alone.
+        Index("ix_builds_job_end", "job", "end_time", "duration_s", "result"),
+        # The time range of /jobs and /api/builds, and the API's newest first.
+        Index("ix_builds_end_seen", "end_time", "last_seen"),
+        # /changes/<change> finds the builds of one change.
+        Index("ix_builds_source_change", "source_id", "change"),
         # Rows still visible in the latest snapshot are found by this.
         Index("ix_builds_source_last_snapshot", "source_id", "last_snapshot_id"),
     )
