@@ -240,7 +240,6 @@ def summarise(polls, upstream_faults, served, shas, ui, skipped_ticks) -> dict:
         "late_after": dict(late_after),
         "max_lateness_s": round(max(late), 3) if late else None,
         "ticks_skipped_for_retry_after": skipped_ticks,
-        "upstream_polls": len(served) + sum(upstream_faults.values()),
         "faults_played": dict(sorted(upstream_faults.items())),
         "bodies_served_whole": len(served),
         "distinct_bodies_served": len(served_shas),
@@ -276,6 +275,7 @@ def upstream_lateness(polls: list[tuple[float, str | None]]) -> dict:
         if lateness > 1.0:
             late[fault or "a good body"] += 1
     return {
+        "upstream_polls": len(polls),
         "upstream_polls_late": sum(late.values()),
         "upstream_late_after": dict(late),
         "upstream_max_lateness_s": round(worst_s, 3),

@@ -148,8 +148,9 @@ def parse_filters(args: Mapping[str, str | None]) -> BuildFilters:
     if range_name is not None and range_name not in RANGES:
         choices = ", ".join(RANGES)
         raise FilterError(f"'range' must be one of {choices}, got {range_name!r}")
-    if range_name is not None and (since or until):
-        raise FilterError("give either 'range' or 'from'/'to', not both")
+    # The job pages' form sends a range with every from/to: those win.
+    if since or until:
+        range_name = None
     if since and until and since >= until:
         raise FilterError("'from' must be before 'to'")
     if range_name is None and not (since or until):

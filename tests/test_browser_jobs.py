@@ -157,6 +157,7 @@ def test_a_downsampled_chart_draws_exactly_the_points_the_page_sent(site, browse
 def test_without_javascript_the_tables_carry_the_figures(site, browser, history):
     page = open_page(browser, javascript=False)
     page.goto(f"{site}/jobs?range=week")
+    screenshot(page, "jobs-no-js")
 
     page.get_by_role("link", name="tempest-full", exact=True).click()
     page.wait_for_url(re.compile(r"/jobs/tempest-full\?range=week$"))

@@ -48,12 +48,19 @@ DEADLINE_S = 1.0
 GOOD = good_body()
 FAULTS = faults()
 BY_NAME = {fault.name: fault for fault in FAULTS}
+
+
+class BuildCameBack(AssertionError):
+    """The poll after a build left and came back was lost (the store.py bug)."""
+
+
 # store.update_builds inserts a build again when it left one snapshot and
 # comes back in a later one, and the unique key refuses it: the poll after an
 # accepted body that lost the good body's builds is lost. The fix belongs to
 # recorder/store.py (issue 7 report); strict, so that it is noticed once fixed.
 BUILD_COMES_BACK = pytest.mark.xfail(
     strict=True,
+    raises=BuildCameBack,
     reason="recorder/store.py inserts a build that comes back: UNIQUE(source, key)",
 )
 
@@ -70,20 +77,17 @@ DROP_BUILDS = {
 SOURCE = f"faults-{os.getpid()}"
 
 
-def fault_params(selected=FAULTS):
-    return [
-        pytest.param(
-            fault,
-            id=fault.name,
-            marks=[BUILD_COMES_BACK] if fault.name in DROP_BUILDS else [],
-        )
-        for fault in selected
-    ]
-
-
-SNAPSHOT_COLUMNS = [c for c in Snapshot.__table__.columns]
-BUILD_COLUMNS = [c for c in Build.__table__.columns]
-COUNT_COLUMNS = [c for c in PipelineCount.__table__.columns]
+FAULT_PARAMS = [
+    pytest.param(
+        fault,
+        id=fault.name,
+        marks=[BUILD_COMES_BACK] if fault.name in DROP_BUILDS else [],
+    )
+    for fault in FAULTS
+]
+SNAPSHOT_COLUMNS = list(Snapshot.__table__.columns)
+BUILD_COLUMNS = list(Build.__table__.columns)
+COUNT_COLUMNS = list(PipelineCount.__table__.columns)
 
 
 @pytest.fixture
@@ -165,7 +169,20 @@ def timed_poll(recorder: Recorder, source) -> tuple[str, float]:
     return outcome, time.monotonic() - start
 
 
-@pytest.mark.parametrize("fault", fault_params())
+def assert_the_latest_page_renders(recorder: Recorder) -> None:
+    from webui import create_app
+
+    app = create_app(recorder.settings)
+    start = time.monotonic()
+    page = app.test_client().get("/")
+    elapsed_s = time.monotonic() - start
+    app.extensions["zuul_status"].sessions.kw["bind"].dispose()
+    assert page.status_code == 200
+    assert elapsed_s < 10.0
+    assert b"Traceback" not in page.data
+
+
+@pytest.mark.parametrize("fault", FAULT_PARAMS)
 def test_a_fault_ends_in_time_with_its_reason_and_spoils_nothing_stored(
     fault: Fault, upstream, recording
 ):
@@ -189,6 +206,8 @@ def test_a_fault_ends_in_time_with_its_reason_and_spoils_nothing_stored(
         assert re.search(fault.reason, poll.error), poll.error
     if fault.outcome == "failed":
         assert poll.snapshot_id is None
+    else:
+        assert_the_latest_page_renders(recorder)
 
     after = stored(recorder, earlier_id)
     assert (after.snapshot, after.body, after.counts) == (
@@ -214,6 +233,8 @@ def test_a_fault_ends_in_time_with_its_reason_and_spoils_nothing_stored(
         assert next_outcome == "skipped"
         assert upstream.requests == requests_before
     else:
+        if next_outcome == "error" and fault.name in DROP_BUILDS:
+            raise BuildCameBack(f"the poll after {fault.name!r} was lost")
         assert next_outcome in ("stored", "unchanged")
         assert next_elapsed_s < DEADLINE_S + 1.0
 
@@ -308,30 +329,6 @@ def test_names_with_nul_and_great_length_are_stored_readably(upstream, recording
     assert max(map(len, names)) == MAX_NAME_CHARS
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [fault for fault in FAULTS if fault.outcome == "stored"],
-    ids=[fault.name for fault in FAULTS if fault.outcome == "stored"],
-)
-def test_an_accepted_hostile_body_renders_on_the_latest_page_in_time(
-    fault, upstream, recording
-):
-    from webui import create_app
-
-    recorder, source = recording
-    upstream.behaviour = fault.behaviour
-    assert recorder.poll(source) == "stored"
-    client = create_app(recorder.settings).test_client()
-
-    start = time.monotonic()
-    page = client.get("/")
-    elapsed_s = time.monotonic() - start
-
-    assert page.status_code == 200
-    assert elapsed_s < 10.0
-    assert b"Traceback" not in page.data
-
-
 @BUILD_COMES_BACK
 def test_a_build_that_leaves_one_snapshot_and_comes_back_is_stored(upstream, recording):
     recorder, source = recording
@@ -345,6 +342,8 @@ def test_a_build_that_leaves_one_snapshot_and_comes_back_is_stored(upstream, rec
 
     outcomes = [recorder.poll(source) for _ in range(3)]
 
+    if outcomes == ["stored", "stored", "error"]:
+        raise BuildCameBack("the third poll was lost")
     assert outcomes == ["stored", "stored", "stored"]
 
 

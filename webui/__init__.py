@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import (
@@ -13,6 +13,7 @@ from werkzeug.exceptions import (
     InternalServerError,
     ServiceUnavailable,
 )
+from werkzeug.routing import IntegerConverter
 
 from recorder.db import dispose_after_fork, make_engine, make_sessionmaker
 from recorder.settings import Settings, load_settings
@@ -42,10 +43,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     dispose_after_fork(engine)
 
     app = Flask(__name__)
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.extensions["zuul_status"] = WebState(settings, make_sessionmaker(engine))
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
     app.register_error_handler(HTTPException, handle_error)
+    app.before_request(refuse_nul)
     app.after_request(add_security_headers)
 
     from webui import zones
@@ -71,6 +74,21 @@ def handle_error(error: HTTPException) -> tuple[Response | str, int]:
     if request.path.startswith("/api/"):
         return jsonify(error={"status": code, "message": message}), code
     return render_template("error.html", code=code, message=message), code
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """``<int:...>`` that fits a 64-bit database id: a larger number is no page."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
+def refuse_nul() -> None:
+    """NUL is in no name, time or filter, and PostgreSQL cannot even compare it."""
+    values = (v for vs in request.args.listvalues() for v in vs)
+    if "\x00" in request.path or any("\x00" in value for value in values):
+        abort(400, "a request cannot contain NUL characters")
 
 
 def add_security_headers(response: Response) -> Response:

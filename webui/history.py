@@ -97,7 +97,7 @@ def compare_form() -> Response:
     """The compare form's target: ``with`` is a snapshot id or a time."""
     b = _int_required("b")
     other = _required("with")
-    if other.isdigit():
+    if other.isascii() and other.isdigit():
         return redirect(url_for(".compare", a=int(other), b=b, **_kept_args()))
     moment = zones.parse_time(other)
     with _session() as session:
@@ -120,7 +120,7 @@ def change(change: str) -> str:
         source = queries.resolve_source(session, source_name, _preferred())
         until = None
         if until_id:
-            if not until_id.isdigit():
+            if not (until_id.isascii() and until_id.isdigit() and len(until_id) < 19):
                 abort(400, f"'until' must be a snapshot id, got {until_id[:40]!r}")
             until = queries.snapshot_record(session, int(until_id), source.name)
         moment = until.snapshot.taken_at if until else None
@@ -156,7 +156,7 @@ def _required(name: str) -> str:
 
 def _int_required(name: str) -> int:
     value = _required(name)
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         abort(400, f"{name!r} must be a snapshot id, got {value[:40]!r}")
     return int(value)
 

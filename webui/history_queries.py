@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Integer, Row, case, cast, extract, func, or_, select
+from sqlalchemy import BigInteger, Row, case, cast, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from recorder.models import Build, PipelineCount, Poll, Snapshot
@@ -175,8 +175,9 @@ def _seconds_since(session: Session, column, start: datetime):
     start_s = int(start.timestamp())
     if session.get_bind().dialect.name == "sqlite":
         # SQLAlchemy stores SQLite times as UTC text, which strftime reads.
-        return cast(func.strftime("%s", column), Integer) - start_s
-    return cast(func.floor(extract("epoch", column)), Integer) - start_s
+        return cast(func.strftime("%s", column), BigInteger) - start_s
+    # BIGINT: epoch seconds pass 2**31 in 2038, and a reader may ask for then.
+    return cast(func.floor(extract("epoch", column)), BigInteger) - start_s
 
 
 def change_builds(session: Session, source_id: int, change: str) -> list[Row]:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress
+from operator import itemgetter
 
 from sqlalchemy import Float, Select, and_, case, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -219,9 +220,10 @@ def job_history(
 ) -> JobHistory:
     """Statistics, per-period tallies and chart points of the job in ``filters``.
 
-    Timed runs (they have a duration, hence an end) are read in the order of
-    their end time, which an index on (job, end_time) gives for free; each
-    period is then a slice of them. The few untimed runs are read apart.
+    Timed runs (they have a duration, hence an end) are read once, in the
+    order of their end time, which an index on (job, end_time) gives for
+    free: each period is then a slice of them. The few untimed runs (never
+    started, or still running) are read apart.
     """
     window = window if window is not None else export.resolve_window(session, filters)
     dialect = session.get_bind().dialect.name
@@ -245,20 +247,24 @@ def job_history(
     history = JobHistory(JobStats(job=filters.job or ""))
     if not timed and not untimed:
         return history
-    times, durations, codes = (
-        [list(column) for column in zip(*timed, strict=True)] if timed else [[], [], []]
-    )
+    times, durations, codes = (list(map(itemgetter(i), timed)) for i in range(3))
+    untimed_times = list(map(itemgetter(0), untimed))
+    untimed_codes = list(map(itemgetter(1), untimed))
 
     stats = history.stats
     stats.add(codes)
-    stats.add([code for _, code in untimed])
+    stats.add(untimed_codes)
     stats.set_durations(sorted(durations))
-    all_times = [*times[:1], *times[-1:], *(moment for moment, _ in untimed)]
-    first, last = min(all_times), max(all_times)
+    first = min(times[:1] + untimed_times)
+    last = max(times[-1:] + untimed_times)
     stats.last_run = datetime.fromtimestamp(last, UTC)
 
-    history.period, history.period_s, starts = _period_starts(window, first, last)
-    history.periods = _periods(starts, times, durations, codes, untimed)
+    history.period, history.period_s, origin = _period_size(window, first, last)
+    count = int((last - origin) // history.period_s) + 1
+    starts = [origin + index * history.period_s for index in range(count)]
+    history.periods = _periods(starts, times, durations, codes)
+    for moment, code in untimed:
+        history.periods[max(0, bisect_right(starts, moment) - 1)].add([code])
     history.points, history.sampled = _chart_points(times, durations, codes)
     return history
 
@@ -268,28 +274,23 @@ def _rows(session: Session, query: Select) -> list:
     return session.connection().execute(query).all()
 
 
-def _period_starts(
+def _period_size(
     window: TimeWindow, first_s: float, last_s: float
-) -> tuple[str, float, list[float]]:
-    """The period's name and length, and the start of each period of the runs."""
+) -> tuple[str, float, float]:
+    """The period's name and length, and the start of the first period."""
     since_s = window.since.timestamp() if window.since else first_s
     until_s = window.until.timestamp() if window.until else last_s
     span = timedelta(seconds=until_s - since_s)
     name, length = next((n, size) for limit, n, size in _PERIODS if span <= limit)
     size_s = length.total_seconds()
-    start = _MONDAY_S + (min(first_s, since_s) - _MONDAY_S) // size_s * size_s
-    count = int((last_s - start) // size_s) + 1
-    return name, size_s, [start + index * size_s for index in range(count)]
+    origin = _MONDAY_S + (min(first_s, since_s) - _MONDAY_S) // size_s * size_s
+    return name, size_s, origin
 
 
 def _periods(
-    starts: list[float],
-    times: list[float],
-    durations: list[float],
-    codes: list[int],
-    untimed: Sequence[tuple[float, int]],
+    starts: list[float], times: list[float], durations: list[float], codes: list[int]
 ) -> list[Period]:
-    """A tally per period: timed runs by slices of the time order, then the rest."""
+    """A tally per period of the timed runs: each period a slice of the time order."""
     periods = []
     bounds = [bisect_left(times, start) for start in starts[1:]] + [len(times)]
     lower = 0
@@ -299,11 +300,6 @@ def _periods(
         period.set_durations(sorted(durations[lower:upper]))
         periods.append(period)
         lower = upper
-    by_period: dict[int, list[int]] = {}
-    for moment, code in untimed:
-        by_period.setdefault(max(0, bisect_right(starts, moment) - 1), []).append(code)
-    for index, period_codes in by_period.items():
-        periods[index].add(period_codes)
     return periods
 
 
@@ -313,19 +309,10 @@ def _chart_points(
     """Every timed run as a point; or per slot, the fastest and slowest by outcome."""
     series = {}
     for code, name in enumerate(OUTCOMES[:3]):
-        mask = [each == code for each in codes]
+        # A timed run without a result (code 3) is drawn with the neutral ones.
+        wanted = {code, 3} if name == "other" else {code}
+        mask = list(map(wanted.__contains__, codes))
         series[name] = (list(compress(times, mask)), list(compress(durations, mask)))
-    # A timed run without a result is drawn with the neutral ones.
-    none = [each == 3 for each in codes]
-    if any(none):
-        other = series["other"]
-        merged = sorted(
-            [
-                *zip(*other, strict=True),
-                *compress(zip(times, durations, strict=True), none),
-            ]
-        )
-        series["other"] = ([t for t, _ in merged], [d for _, d in merged])
     if len(times) <= MAX_CHART_POINTS:
         return {
             name: [[t * 1000, d] for t, d in zip(*pair, strict=True)]

@@ -236,6 +236,8 @@ def _job_time(job: Job, state: str) -> str:
     """What is known of a job's times; ``unknown`` for what is not, never 0."""
     if state == "finished":
         duration = job.duration_s if job.duration_s is not None else job.elapsed_s
+        if duration is None and (job.result or "").upper() in _NEUTRAL_RESULTS:
+            return ""  # skipped or canceled before it ran: there is no duration
         return format_duration(duration)
     if state == "running":
         # A remaining time of 0 on a running job means its estimate ran out.

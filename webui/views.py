@@ -242,7 +242,8 @@ def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < low or (high is not None and value > high):
+    # Past 2**63 no database takes the number: it is as wrong as a negative one.
+    if value is None or not low <= value <= (2**63 - 1 if high is None else high):
         upper = f" to {high}" if high is not None else " or more"
         abort(400, f"{name!r} must be an integer from {low}{upper}, got {raw!r}")
     return value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest
@@ -19,6 +19,8 @@ from webui.render import format_time, iso_z
 COOKIE = "tz"
 COOKIE_MAX_AGE_S = 400 * 86_400
 MAX_NAME_CHARS = 64
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=7)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=7)
 # Offered in the zone picker; any other IANA name can be typed.
 COMMON_ZONES = (
     "UTC",
@@ -133,7 +135,11 @@ def parse_time(text: str, zone: tzinfo | None = None) -> datetime:
         moment = datetime.fromisoformat(cleaned)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=zone or reader_zone())
-        return moment.astimezone(UTC)
+        moment = moment.astimezone(UTC)
+        # Pages step a day or so either side: the calendar's last week is out.
+        if not _EARLIEST <= moment <= _LATEST:
+            raise ValueError("too near the ends of the calendar")
+        return moment
     except (ValueError, OverflowError):
         raise BadRequest(
             f"{text[:40]!r} is not an ISO 8601 time: write it like "
