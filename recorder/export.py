@@ -179,10 +179,15 @@ def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    # A bare date as the end of a range includes that whole day.
-    if end_of_day and len(raw) == 10 and moment.time() == time(0):
-        moment += timedelta(days=1)
-    return moment.astimezone(UTC)
+    try:
+        # A bare date as the end of a range includes that whole day.
+        if end_of_day and len(raw) == 10 and moment.time() == time(0):
+            moment += timedelta(days=1)
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise FilterError(
+            f"{name!r} is outside the years this tool can show, got {raw[:40]!r}"
+        ) from None
 
 
 def build_time() -> ColumnElement[datetime]:

@@ -288,7 +288,7 @@ class BuildCache:
 def update_builds(
     session: Session,
     snapshot: Snapshot,
-    rows: dict[str, dict],
+    rows: dict[str, tuple],
     previous_id: int | None = None,
     cache: BuildCache | None = None,
 ) -> None:
@@ -302,14 +302,16 @@ def update_builds(
         cache = BuildCache()
     if cache.snapshot_id != previous_id or previous_id is None:
         cache.load(session, source_id, previous_id)
+    known = _known_elsewhere(session, source_id, rows, cache)
     inserts, updates, seen = [], [], {}
     for key, (waiting_key, values) in rows.items():
-        found = cache.rows.get(key)
-        if found is None and key != waiting_key:
-            found = cache.rows.get(waiting_key)
+        found = cache.rows.get(key) or cache.rows.get(waiting_key)
         if found is None:
-            inserts.append(_insert_values(snapshot, key, values))
-            continue
+            known_id = known.get(key) or known.get(waiting_key)
+            if known_id is None:
+                inserts.append(_insert_values(snapshot, key, values))
+                continue
+            found = (known_id, None)
         seen[key] = (found[0], values)
         if found[1] != values or key not in cache.rows:
             updates.append(
@@ -332,6 +334,29 @@ def update_builds(
         for build_id, key in created:
             seen[key] = (build_id, rows[key][1])
     cache.rows, cache.snapshot_id, cache.seen_at = seen, snapshot_id, snapshot.taken_at
+
+
+def _known_elsewhere(
+    session: Session, source_id: int, rows: dict[str, tuple], cache: BuildCache
+) -> dict[str, int]:
+    """Ids of builds absent from the previous snapshot but already stored.
+
+    A build can leave the status and come back (an item dequeued and
+    re-enqueued with the same build, a snapshot that missed it): its row is
+    updated, not inserted again.
+    """
+    missing = set()
+    for key, (waiting_key, _values) in rows.items():
+        if key not in cache.rows and waiting_key not in cache.rows:
+            missing.update((key, waiting_key))
+    known: dict[str, int] = {}
+    ordered = sorted(missing)
+    for start in range(0, len(ordered), 500):
+        query = select(Build.key, Build.id).where(
+            Build.source_id == source_id, Build.key.in_(ordered[start : start + 500])
+        )
+        known.update((row.key, row.id) for row in session.execute(query))
+    return known
 
 
 def _insert_values(snapshot: Snapshot, key: str, values: tuple) -> dict:

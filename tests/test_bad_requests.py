@@ -337,10 +337,6 @@ def test_a_time_at_the_ends_of_the_calendar_is_answered_not_a_crash(when, site):
     check(response, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recorder/export.py _parse_time lets OverflowError through: a 500",
-)
 @pytest.mark.parametrize(
     ("name", "when"),
     [

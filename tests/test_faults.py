@@ -54,17 +54,6 @@ class BuildCameBack(AssertionError):
     """The poll after a build left and came back was lost (the store.py bug)."""
 
 
-# store.update_builds inserts a build again when it left one snapshot and
-# comes back in a later one, and the unique key refuses it: the poll after an
-# accepted body that lost the good body's builds is lost. The fix belongs to
-# recorder/store.py (issue 7 report); strict, so that it is noticed once fixed.
-BUILD_COMES_BACK = pytest.mark.xfail(
-    strict=True,
-    raises=BuildCameBack,
-    reason="recorder/store.py inserts a build that comes back: UNIQUE(source, key)",
-)
-
-
 # The accepted bodies that lose (or re-key) the builds of the good body.
 DROP_BUILDS = {
     "nulls everywhere",
@@ -81,7 +70,6 @@ FAULT_PARAMS = [
     pytest.param(
         fault,
         id=fault.name,
-        marks=[BUILD_COMES_BACK] if fault.name in DROP_BUILDS else [],
     )
     for fault in FAULTS
 ]
@@ -329,7 +317,6 @@ def test_names_with_nul_and_great_length_are_stored_readably(upstream, recording
     assert max(map(len, names)) == MAX_NAME_CHARS
 
 
-@BUILD_COMES_BACK
 def test_a_build_that_leaves_one_snapshot_and_comes_back_is_stored(upstream, recording):
     recorder, source = recording
     document = good_document()
