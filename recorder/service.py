@@ -21,6 +21,7 @@ from recorder.settings import Settings, SourceSettings
 from recorder.store import BuildCache, get_or_create_source, store_poll
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_SLACK_S = 0.05
 
 
 class Recorder:
@@ -59,7 +60,10 @@ class Recorder:
             log.info("poll %s abandoned: the recorder is stopping", source.name)
             return "abandoned"
         if result.retry_after_s:
-            self.not_before[source.name] = time.monotonic() + result.retry_after_s
+            # Counted from when the answer came, which was a moment ago: a
+            # scheduled poll that falls within that moment of the end may run.
+            wait_s = result.retry_after_s - RETRY_AFTER_SLACK_S
+            self.not_before[source.name] = time.monotonic() + wait_s
 
         outcome, error = self._store_with_retry(source, result)
         size = len(result.body) if result.body is not None else 0
