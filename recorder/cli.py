@@ -34,7 +34,30 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ZuulStatusGroup(click.Group):
+    """Turns the errors a user can cause into one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, CommandError) as error:
+            raise click.ClickException(str(error)) from None
+        except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as error:
+            raise click.ClickException(f"unusable database URL: {error}") from None
+        except OSError as error:
+            where = f": {error.filename}" if error.filename else ""
+            raise click.ClickException(f"{error.strerror or error}{where}") from None
+
+
+PORT = click.IntRange(0, 65535)
+
+
+@click.group(
+    cls=ZuulStatusGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "-c",
     "--config",
@@ -55,6 +78,8 @@ def main(ctx: click.Context, config: str | None, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic announces each plugin it sets up at INFO: noise for our users.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     ctx.obj = Context(config)
 
 
@@ -98,10 +123,20 @@ def record(context: Context, once: bool) -> None:
             "no sources configured: add [[sources]] to the configuration "
             "or set ZUUL_STATUS_URL"
         )
+    _require_schema(settings.database_url)
     recorder = Recorder(settings)
     if once:
         sys.exit(0 if recorder.poll_all_once() else 1)
     recorder.run()
+
+
+def _require_schema(database_url: str) -> None:
+    from recorder.migrate import is_current
+
+    if not is_current(database_url):
+        raise click.ClickException(
+            "the database schema is missing or old: run `zuul-status db upgrade`"
+        )
 
 
 @main.command("import")
@@ -211,7 +246,7 @@ def _database_size(engine) -> int:
 @main.command("fake-upstream")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, type=int, help="TCP port [default: any free one]")
+@click.option("--port", default=0, type=PORT, help="TCP port [default: any free one]")
 @click.option("--tenant", default="demo", show_default=True)
 @click.option(
     "--speed",
@@ -224,14 +259,17 @@ def fake_upstream(path: Path, host: str, port: int, tenant: str, speed: float) -
     """Serve saved bodies (a directory, in order) or one evolving body (a file)."""
     from recorder.fake_upstream import make_server, serve_until_signal
 
-    server = make_server(path, host=host, port=port, tenant=tenant, speed=speed)
+    try:
+        server = make_server(path, host=host, port=port, tenant=tenant, speed=speed)
+    except ValueError as error:  # orjson's decode error is a ValueError
+        raise click.ClickException(f"{path}: not a JSON status body: {error}") from None
     click.echo(f"serving {path} at {server.url}", err=True)
     serve_until_signal(server)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, type=int, show_default=True)
+@click.option("--port", default=8080, type=PORT, show_default=True)
 @pass_context
 def web(context: Context, host: str, port: int) -> None:
     """Serve the web UI with Flask's development server (production: uWSGI)."""
@@ -244,7 +282,7 @@ def web(context: Context, host: str, port: int) -> None:
 @click.option(
     "--port",
     default=8080,
-    type=int,
+    type=PORT,
     show_default=True,
     help="Web UI port (the next free one is used if it is taken).",
 )

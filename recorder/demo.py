@@ -65,7 +65,7 @@ def run_demo(directory: Path, web_port: int) -> int:
                 "--port",
                 str(upstream_port),
                 "--speed",
-                "3",
+                "1",
             ]
         ),
         subprocess.Popen([*command, "record"]),

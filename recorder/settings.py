@@ -155,7 +155,11 @@ def _source(raw: Mapping, where: str) -> SourceSettings:
         web_root=raw.get("web_root"),
     )
     if source.deadline_s >= source.interval_s * 10:
-        raise ConfigError(f"{where}: 'deadline' should be well below 'interval'")
+        raise ConfigError(
+            f"{where}: 'deadline' ({source.deadline_s:g} s) must be less than ten "
+            f"times 'interval' ({source.interval_s:g} s); a poll is skipped while "
+            "the one before it runs"
+        )
     return source
 
 
