@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -124,7 +125,19 @@ class Recorder:
                 delay_s = min(delay_s * 2, 8.0)
             except Exception as error:
                 log.exception("poll %s: could not store the poll", source.name)
-                return "error", f"{type(error).__name__}: {error}"
+                reason = f"could not store: {type(error).__name__}: {error}"[:2000]
+                self._record_failure(source, result, reason)
+                return "error", reason
+
+    def _record_failure(
+        self, source: SourceSettings, result: FetchResult, reason: str
+    ) -> None:
+        """Keep a failed poll row when the poll itself could not be stored."""
+        failed = replace(result, body=None, error=reason)
+        try:
+            self.store(source, failed)
+        except Exception:
+            log.exception("poll %s: could not record the failure either", source.name)
 
     def store(
         self, source: SourceSettings, result: FetchResult
