@@ -16,27 +16,12 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, DEADLINE_MS, NEEDS_CHROMIUM
 from tests.test_history import CHANGE, SOURCE, make_client, record_planted
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "history"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Playwright polls every wait below until its deadline; nothing sleeps.
-DEADLINE_MS = 10_000
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent"),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, DEADLINE_MS, NEEDS_CHROMIUM
 from tests.test_jobs import (
     insert_builds,
     is_failure,
@@ -24,20 +25,7 @@ from tests.test_jobs import (
     record,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "jobs"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Playwright polls every wait below until its deadline; nothing sleeps.
-DEADLINE_MS = 10_000
 # What the page's chart has drawn: per dataset, the points with a position.
 DRAWN_POINTS = """() => {
   const chart = Chart.getChart(document.getElementById("durations-chart"));
@@ -50,10 +38,7 @@ DRAWN_POINTS = """() => {
   }));
 }"""
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent"),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from recorder.demo import free_port
 from recorder.fake_upstream import FakeZuulServer, make_server
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import LARGEST_CAPTURE, postgres_url
 from tests.upstream import wait_for
 
@@ -43,7 +44,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_UWSGI_INI = PROJECT_ROOT / "uwsgi.ini"
 SHIPPED_NGINX_SITE = PROJECT_ROOT / "nginx" / "default.conf"
 DEBIAN_NGINX_CONF = Path("/etc/nginx/nginx.conf")
-CHROMIUM = Path("/usr/bin/chromium")
+
 BIN = Path(sys.executable).parent
 STARTUP_DEADLINE_S = 60.0
 
@@ -735,7 +736,7 @@ def test_the_pages_break_no_rule_of_their_content_security_policy(stack):
     paths = ["/", f"/snapshots/{stack.snapshot_ids()[-1]}", "/jobs"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
         )
         try:
             page = browser.new_page()
