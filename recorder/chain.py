@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recorder import codec
@@ -59,7 +59,7 @@ def encode_in_background(
     thread, and the returned future gives the ``Snapshot`` column values.
     """
     recent = session.execute(
-        select(Snapshot.id, Snapshot.encoding)
+        select(Snapshot.id, Snapshot.encoding, Snapshot.sha256)
         .where(Snapshot.source_id == source_id)
         .order_by(Snapshot.id.desc())
         .limit(CHAIN_LENGTH)
@@ -69,7 +69,9 @@ def encode_in_background(
         base_id, base = None, None
     else:
         base_id = recent[0].id
-        base = read_body(session, session.get(Snapshot, base_id))
+        base = body_cache.get(recent[0].sha256)
+        if base is None:
+            base = read_body(session, session.get(Snapshot, base_id))
     body_cache.put(sha, body)
     return _compressor.submit(_encode, body, base_id, base)
 
@@ -104,12 +106,16 @@ def _chain(session: Session, snapshot: Snapshot) -> list:
     """The rows to decode, oldest first: from a full or cached body to ``snapshot``."""
     if snapshot.encoding == codec.FULL:
         return [snapshot]
+    # The nearest full body before: at most CHAIN_LENGTH rows back on the index.
     start = session.scalar(
-        select(func.max(Snapshot.id)).where(
+        select(Snapshot.id)
+        .where(
             Snapshot.source_id == snapshot.source_id,
-            Snapshot.encoding == codec.FULL,
             Snapshot.id < snapshot.id,
+            Snapshot.encoding == codec.FULL,
         )
+        .order_by(Snapshot.id.desc())
+        .limit(1)
     )
     rows = {
         row.id: row

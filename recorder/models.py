@@ -18,8 +18,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 # Named constraints, so that Alembic's batch mode can alter them on SQLite.
 NAMING_CONVENTION = {
@@ -74,6 +77,9 @@ class Snapshot(Base):
     __table_args__ = (
         # The latest snapshot of a source, and /at/<time>, seek on this.
         Index("ix_snapshots_source_taken", "source_id", "taken_at"),
+        # Storage chains go by id: the body stored last, the latest full body.
+        # Without this, both sorted every snapshot of the source each time.
+        Index("ix_snapshots_source_id", "source_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -159,9 +165,13 @@ class Build(Base):
     # Plain ids, not foreign keys: retention may prune those snapshots, and
     # build rows must outlive them. The times say when, whatever is pruned.
     first_snapshot_id: Mapped[int] = mapped_column(Integer)
-    last_snapshot_id: Mapped[int] = mapped_column(Integer)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The last snapshot that showed the build, set when a snapshot no longer
+    # does. NULL while the source's latest parsed snapshot still shows it: a
+    # thousand visible builds then cost no write per snapshot. Read them
+    # through ``build_last_snapshot_id()`` and ``build_last_seen()``.
+    last_snapshot_id: Mapped[int | None] = mapped_column(Integer)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PipelineCount(Base):
@@ -183,3 +193,29 @@ class PipelineCount(Base):
     running: Mapped[int] = mapped_column(Integer)
     waiting: Mapped[int] = mapped_column(Integer)
     finished: Mapped[int] = mapped_column(Integer)
+
+
+def _latest_parsed(column):
+    """``column`` of the build's source's latest parsed snapshot (correlated)."""
+    return (
+        select(column)
+        .where(Snapshot.source_id == Build.source_id, Snapshot.parse_error.is_(None))
+        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
+        .limit(1)
+        .correlate(Build)
+        .scalar_subquery()
+    )
+
+
+def build_last_snapshot_id() -> ColumnElement[int]:
+    """The last snapshot that showed a build, whether it is still visible or not."""
+    return func.coalesce(Build.last_snapshot_id, _latest_parsed(Snapshot.id))
+
+
+def build_last_seen() -> ColumnElement[datetime]:
+    """When a build was last seen, whether it is still visible or not.
+
+    Both databases evaluate COALESCE lazily, so the subquery runs only for the
+    builds still visible, a few thousand rows at most.
+    """
+    return func.coalesce(Build.last_seen, _latest_parsed(Snapshot.taken_at))

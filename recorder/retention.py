@@ -14,6 +14,7 @@ from recorder import codec
 from recorder.chain import CHAIN_LENGTH
 from recorder.models import PipelineCount, Poll, Snapshot, Source
 from recorder.settings import RetentionSettings
+from recorder.store import latest_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ def prune(
             .order_by(Snapshot.taken_at, Snapshot.id)
         ).all()
         remove = snapshots_to_remove([tuple(r) for r in rows], now, policy)
+        # The builds still visible take their "last seen" from this one.
+        latest = latest_snapshot(session, source_id)
+        if latest is not None:
+            remove.discard(latest.id)
         report.examined += len(rows)
         report.removed += len(remove)
         report.bytes_freed += _stored_bytes(session, remove)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from recorder import chain, codec
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 _HTTP_URL = re.compile(r"https?://", re.IGNORECASE)
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# Longer identities are hashed into the key (build_key; inlined in build_rows).
+MAX_KEY_IDENTITY = 200
 _BUILD_FIELDS = (
     "pipeline",
     "queue",
@@ -102,9 +105,15 @@ def store_body(
 ) -> StoreResult:
     """Store a body taken at ``taken_at`` unless the latest snapshot has the same."""
     sha = codec.sha256_hex(body)
-    latest = latest_snapshot(session, source.id, parsed_only=False)
+    latest = _latest_row(session, source.id, parsed_only=False)
     if latest is not None and latest.sha256 == sha and latest.taken_at <= taken_at:
-        latest.last_taken_at = max(latest.last_taken_at, taken_at)
+        if taken_at > latest.last_taken_at:
+            session.execute(
+                update(Snapshot)
+                .where(Snapshot.id == latest.id)
+                .values(last_taken_at=taken_at)
+                .execution_options(synchronize_session=False)
+            )
         return StoreResult("unchanged", latest.id, latest.parse_error)
 
     # Compression runs in another thread (zstd releases the GIL) while this
@@ -117,7 +126,8 @@ def store_body(
         status, parse_error = None, str(exc)
     previous = latest
     if previous is not None and previous.parse_error is not None:
-        previous = latest_snapshot(session, source.id)
+        previous = _latest_row(session, source.id)
+    # Core, not the unit of work: this runs for every poll that brings news.
     snapshot = Snapshot(
         source_id=source.id,
         taken_at=taken_at,
@@ -125,12 +135,13 @@ def store_body(
         sha256=sha,
         raw_size=len(body),
         parse_error=parse_error,
+        zuul_version=status.zuul_version if status is not None else None,
         **encoding.result(),
     )
-    if status is not None and status.zuul_version:
-        snapshot.zuul_version = status.zuul_version
-    session.add(snapshot)
-    session.flush()
+    columns = {name: getattr(snapshot, name) for name in _SNAPSHOT_COLUMNS}
+    snapshot.id = session.execute(
+        insert(_SNAPSHOTS).values(columns).returning(_SNAPSHOTS.c.id)
+    ).scalar_one()
 
     if status is None:
         return StoreResult("unparsed", snapshot.id, parse_error)
@@ -141,17 +152,36 @@ def store_body(
     return StoreResult("stored", snapshot.id, status=status)
 
 
+_SNAPSHOTS = Snapshot.__table__
+_SNAPSHOT_COLUMNS = [column.name for column in _SNAPSHOTS.c if column.name != "id"]
+
+
+def _latest_row(session: Session, source_id: int, parsed_only: bool = True):
+    """``latest_snapshot`` without the body: the columns storing compares."""
+    query = select(
+        Snapshot.id,
+        Snapshot.sha256,
+        Snapshot.taken_at,
+        Snapshot.last_taken_at,
+        Snapshot.parse_error,
+    ).where(Snapshot.source_id == source_id)
+    if parsed_only:
+        query = query.where(Snapshot.parse_error.is_(None))
+    return session.execute(
+        query.order_by(Snapshot.taken_at.desc(), Snapshot.id.desc()).limit(1)
+    ).first()
+
+
 def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
     """One row of item and job counts per non-empty pipeline of the snapshot."""
     counts = []
     for pipeline in status.pipelines:
-        row = {"items": 0, "running": 0, "waiting": 0, "finished": 0}
-        for item in pipeline.items:
-            row["items"] += 1
-            for state, number in item.job_counts().items():
-                row[state] += number
-        if row["items"]:
-            counts.append(row | {"pipeline": pipeline.name})
+        items = list(pipeline.items)
+        if items:
+            states = [job.state for item in items for job in item.jobs]
+            row = {name: states.count(name) for name in ("running", "waiting")}
+            row["finished"] = len(states) - row["running"] - row["waiting"]
+            counts.append(row | {"items": len(items), "pipeline": pipeline.name})
     merged: dict[str, dict] = {}
     for row in counts:  # pipeline names repeat only in broken bodies; add them up
         if row["pipeline"] in merged:
@@ -160,8 +190,8 @@ def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
         else:
             merged[row["pipeline"]] = row
     if merged:
-        session.execute(
-            insert(PipelineCount),
+        session.connection().execute(
+            insert(PipelineCount.__table__),
             [
                 row
                 | {
@@ -206,8 +236,21 @@ def build_rows(status: Status, web_root: str | None = None) -> dict[str, tuple]:
             branch,
         )
         for job in item.jobs:
-            waiting_key = build_key("w", f"{item_key}|{job.name}")
-            key = build_key("u", job.uuid) if job.uuid else waiting_key
+            waiting = f"{item_key}|{job.name}"
+            waiting_key = (
+                f"w:{waiting}"
+                if len(waiting) <= MAX_KEY_IDENTITY
+                else build_key("w", waiting)
+            )
+            uuid = job.uuid
+            if uuid:
+                key = (
+                    f"u:{uuid}"
+                    if len(uuid) <= MAX_KEY_IDENTITY
+                    else build_key("u", uuid)
+                )
+            else:
+                key = waiting_key
             rows[key] = (
                 waiting_key,
                 (
@@ -229,7 +272,7 @@ def build_rows(status: Status, web_root: str | None = None) -> dict[str, tuple]:
 
 def build_key(kind: str, identity: str) -> str:
     """A build's key: ``kind:identity``, hashed when the identity is long."""
-    if len(identity) > 200:
+    if len(identity) > MAX_KEY_IDENTITY:
         return f"{kind}#{codec.sha256_hex(identity.encode())}"
     return f"{kind}:{identity}"
 
@@ -251,7 +294,7 @@ def safe_log_url(
     for candidate in (report_url, url):
         if not candidate:
             continue
-        if _HTTP_URL.match(candidate):
+        if candidate.startswith(("https://", "http://")) or _HTTP_URL.match(candidate):
             return candidate
         if web_root and not _HAS_SCHEME.match(candidate):
             absolute = urljoin(web_root, candidate)
@@ -263,9 +306,10 @@ def safe_log_url(
 class BuildCache:
     """The build rows of a source's latest snapshot, as last written.
 
-    With it, storing a snapshot writes only the builds that changed, plus one
-    statement that marks the rest as seen again. It is rebuilt from the
-    database whenever another writer stored a snapshot in between.
+    With it, storing a snapshot writes only the builds that appeared, changed
+    or left; the builds still visible keep ``last_snapshot_id`` NULL and cost
+    nothing. It is rebuilt from the database whenever another writer stored a
+    snapshot in between.
     """
 
     def __init__(self) -> None:
@@ -276,9 +320,12 @@ class BuildCache:
     def load(self, session: Session, source_id: int, snapshot_id: int | None) -> None:
         columns = [getattr(Build, name) for name in _BUILD_FIELDS]
         query = select(Build.id, Build.key, *columns).where(
-            Build.source_id == source_id, Build.last_snapshot_id == snapshot_id
+            Build.source_id == source_id, Build.last_snapshot_id.is_(None)
         )
-        self.rows = {row[1]: (row[0], tuple(row[2:])) for row in session.execute(query)}
+        self.rows = {}
+        if snapshot_id is not None:  # else nothing can be visible yet
+            found = session.execute(query)
+            self.rows = {row[1]: (row[0], tuple(row[2:])) for row in found}
         self.snapshot_id = snapshot_id
         self.seen_at = session.scalar(
             select(Snapshot.taken_at).where(Snapshot.id == snapshot_id)
@@ -292,40 +339,56 @@ def update_builds(
     previous_id: int | None = None,
     cache: BuildCache | None = None,
 ) -> None:
-    """Insert new builds, update changed ones, and mark all as seen in the snapshot.
+    """Insert new builds, update changed ones, and close those that left.
 
     ``previous_id`` is the source's parsed snapshot before this one; the
-    builds it showed are what ``rows`` is compared with.
+    builds it showed (``last_snapshot_id`` NULL) are what ``rows`` is
+    compared with. Builds that are no longer shown get that snapshot as their
+    last; the others stay NULL, "still visible".
     """
     source_id, snapshot_id = snapshot.source_id, snapshot.id
     if cache is None:
         cache = BuildCache()
     if cache.snapshot_id != previous_id or previous_id is None:
         cache.load(session, source_id, previous_id)
-    known = _known_elsewhere(session, source_id, rows, cache)
-    inserts, updates, seen = [], [], {}
+    inserts, updates, seen, missing = [], [], {}, []
+    previous = cache.rows
     for key, (waiting_key, values) in rows.items():
-        found = cache.rows.get(key) or cache.rows.get(waiting_key)
+        found = previous.get(key) or previous.get(waiting_key)
         if found is None:
+            missing.append(key)
+            continue
+        seen[key] = (found[0], values)
+        if found[1] != values or key not in previous:
+            updates.append(_changes(found[0], found[1], key, values, key in previous))
+    if missing:
+        known = _known_elsewhere(session, source_id, rows, missing)
+        for key in missing:
+            waiting_key, values = rows[key]
             known_id = known.get(key) or known.get(waiting_key)
             if known_id is None:
                 inserts.append(_insert_values(snapshot, key, values))
-                continue
-            found = (known_id, None)
-        seen[key] = (found[0], values)
-        if found[1] != values or key not in cache.rows:
-            updates.append(
-                dict(zip(_BUILD_FIELDS, values, strict=True))
-                | {"id": found[0], "key": key, "last_snapshot_id": snapshot_id}
-                | {"last_seen": snapshot.taken_at}
-            )
+            else:  # back in the status: every column, and visible again
+                seen[key] = (known_id, values)
+                updates.append(
+                    _changes(known_id, None, key, values, False)
+                    | {"last_snapshot_id": None, "last_seen": None}
+                )
 
-    _mark_seen(session, snapshot, previous_id, cache, seen)
-    if updates:
-        session.execute(update(Build), updates)
+    _close_gone(session, previous_id, cache, seen)
+    # Core statements on the table: the ORM's bulk paths cost more than the
+    # database work for the few dozen rows a snapshot changes.
+    # Each row sets only the columns that changed (a finished build: state,
+    # result, end, duration, log): unchanged indexed columns cost no index
+    # writes. Rows that change the same columns go in one statement.
+    by_columns: dict[tuple, list[dict]] = {}
+    for change in updates:
+        by_columns.setdefault(tuple(change), []).append(change)
+    for columns, changes in by_columns.items():
+        session.connection().execute(_update_statement(columns), changes)
     if inserts:
-        created = session.execute(
-            insert(Build).returning(Build.id, Build.key),
+        created = session.connection().execute(
+            insert(_BUILDS).returning(_BUILDS.c.id, _BUILDS.c.key),
             inserts,
             # Rows with None in different columns would otherwise be sent one
             # at a time, each result spliced onto the last: quadratic time.
@@ -337,20 +400,19 @@ def update_builds(
 
 
 def _known_elsewhere(
-    session: Session, source_id: int, rows: dict[str, tuple], cache: BuildCache
+    session: Session, source_id: int, rows: dict[str, tuple], missing: list[str]
 ) -> dict[str, int]:
     """Ids of builds absent from the previous snapshot but already stored.
 
     A build can leave the status and come back (an item dequeued and
     re-enqueued with the same build, a snapshot that missed it): its row is
-    updated, not inserted again.
+    updated, not inserted again. ``missing`` are the keys of ``rows`` that
+    the previous snapshot did not show, under either of their keys.
     """
-    missing = set()
-    for key, (waiting_key, _values) in rows.items():
-        if key not in cache.rows and waiting_key not in cache.rows:
-            missing.update((key, waiting_key))
+    wanted = set(missing)
+    wanted.update(rows[key][0] for key in missing)
     known: dict[str, int] = {}
-    ordered = sorted(missing)
+    ordered = sorted(wanted)
     for start in range(0, len(ordered), 500):
         query = select(Build.key, Build.id).where(
             Build.source_id == source_id, Build.key.in_(ordered[start : start + 500])
@@ -359,30 +421,53 @@ def _known_elsewhere(
     return known
 
 
+_BUILDS = Build.__table__
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(columns: tuple[str, ...]) -> Update:
+    """``UPDATE builds SET <columns> WHERE id = :build_id``, made once per set."""
+    names = [name for name in columns if name != "build_id"]
+    return (
+        update(_BUILDS)
+        .where(_BUILDS.c.id == bindparam("build_id"))
+        .values({name: bindparam(name) for name in names})
+    )
+
+
+def _changes(
+    build_id: int, old: tuple | None, key: str, values: tuple, same_key: bool
+) -> dict:
+    """The new values of a build's changed columns (all when ``old`` is None)."""
+    if old is None:
+        changed = dict(zip(_BUILD_FIELDS, values, strict=True))
+    else:
+        changed = {
+            name: new
+            for name, before, new in zip(_BUILD_FIELDS, old, values, strict=True)
+            if before != new
+        }
+    if not same_key:
+        changed["key"] = key
+    changed["build_id"] = build_id
+    return changed
+
+
 def _insert_values(snapshot: Snapshot, key: str, values: tuple) -> dict:
     return dict(zip(_BUILD_FIELDS, values, strict=True)) | {
         "source_id": snapshot.source_id,
         "key": key,
         "first_snapshot_id": snapshot.id,
-        "last_snapshot_id": snapshot.id,
+        "last_snapshot_id": None,
         "first_seen": snapshot.taken_at,
-        "last_seen": snapshot.taken_at,
+        "last_seen": None,
     }
 
 
-def _mark_seen(session, snapshot, previous_id, cache, seen) -> None:
-    """Move every build of the previous snapshot still present to this one."""
+def _close_gone(session, previous_id, cache, seen) -> None:
+    """Close the builds of the previous snapshot that this one no longer shows."""
     if previous_id is None:
         return
-    session.execute(
-        update(Build)
-        .where(
-            Build.source_id == snapshot.source_id,
-            Build.last_snapshot_id == previous_id,
-        )
-        .values(last_snapshot_id=snapshot.id, last_seen=snapshot.taken_at)
-        .execution_options(synchronize_session=False)
-    )
     seen_ids = {build_id for build_id, _ in seen.values()}
     gone = [build_id for build_id, _ in cache.rows.values() if build_id not in seen_ids]
     for start in range(0, len(gone), 500):

@@ -13,7 +13,14 @@ import orjson
 from sqlalchemy import BigInteger, Row, case, cast, extract, func, or_, select
 from sqlalchemy.orm import Session
 
-from recorder.models import Build, PipelineCount, Poll, Snapshot
+from recorder.models import (
+    Build,
+    PipelineCount,
+    Poll,
+    Snapshot,
+    build_last_seen,
+    build_last_snapshot_id,
+)
 from recorder.parser import Item, ParseError, parse_document
 from recorder.store import read_body
 from webui import story, timeline
@@ -43,9 +50,9 @@ _STORY_COLUMNS = (
     Build.log_url,
     Build.uuid,
     Build.first_snapshot_id,
-    Build.last_snapshot_id,
+    build_last_snapshot_id().label("last_snapshot_id"),
     Build.first_seen,
-    Build.last_seen,
+    build_last_seen().label("last_seen"),
 )
 
 
@@ -181,11 +188,7 @@ def _seconds_since(session: Session, column, start: datetime):
 
 
 def change_builds(session: Session, source_id: int, change: str) -> list[Row]:
-    """Every build of a change (``number`` or ``number,patchset``), oldest first.
-
-    No index covers ``builds.change`` yet, so this reads the source's builds;
-    an index on (source_id, change) would make it a seek.
-    """
+    """Every build of a change (``number`` or ``number,patchset``), oldest first."""
     if "," in change:
         matches = Build.change == change
     else:
