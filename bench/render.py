@@ -45,7 +45,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from recorder import store  # noqa: E402
 from recorder.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
 from recorder.migrate import upgrade  # noqa: E402
-from recorder.models import Build, Snapshot  # noqa: E402
+from recorder.models import Build, Snapshot, build_last_snapshot_id  # noqa: E402
 from recorder.settings import Settings, SourceSettings  # noqa: E402
 from recorder.simulator import StatusEvolver  # noqa: E402
 from webui import create_app  # noqa: E402
@@ -139,7 +139,7 @@ def pick_changes(url: str) -> tuple[str, str, int, int]:
                 Build.change,
                 func.count(),
                 func.min(Build.first_snapshot_id),
-                func.max(Build.last_snapshot_id),
+                func.max(build_last_snapshot_id()),
             )
             .where(Build.change.is_not(None))
             .group_by(Build.change)
