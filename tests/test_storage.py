@@ -13,7 +13,14 @@ from sqlalchemy import func, select
 from recorder import chain, codec
 from recorder.cli import main
 from recorder.db import make_engine, make_sessionmaker, session_scope
-from recorder.models import Build, PipelineCount, Poll, Snapshot
+from recorder.models import (
+    Build,
+    PipelineCount,
+    Poll,
+    Snapshot,
+    build_last_seen,
+    build_last_snapshot_id,
+)
 from recorder.retention import prune
 from recorder.settings import RetentionSettings
 from recorder.simulator import StatusEvolver, generate_status
@@ -237,3 +244,66 @@ def test_a_corrupt_stored_body_is_detected_not_returned(sqlite_url, delta):
         snapshot = session.scalars(select(Snapshot).order_by(Snapshot.id)).all()[delta]
         with pytest.raises(ValueError, match="does not match its sha256"):
             read_body(session, snapshot)
+
+
+def uuids_shown(body: bytes) -> set[str]:
+    """Build uuids in the live items of a body, read straight from the JSON."""
+    shown = set()
+    for pipeline in json.loads(body)["pipelines"]:
+        for queue in pipeline["change_queues"]:
+            for head in queue["heads"]:
+                for item in head:
+                    if item.get("live", True) is not False:
+                        shown.update(j["uuid"] for j in item["jobs"] if j.get("uuid"))
+    return shown
+
+
+def test_a_build_is_written_as_visible_until_a_snapshot_lacks_it(database_url):
+    """While the latest snapshot shows a build, its last sighting is left NULL
+    (nothing to write per snapshot) and read as that snapshot; once a snapshot
+    lacks it, the last snapshot that showed it is written."""
+    bodies = evolving_bodies(40)
+    record(database_url, bodies)
+    shown = [uuids_shown(body) for body in bodies]
+    with make_sessionmaker(make_engine(database_url))() as session:
+        ids = session.scalars(select(Snapshot.id).order_by(Snapshot.taken_at)).all()
+        rows = session.execute(
+            select(
+                Build.uuid,
+                Build.last_snapshot_id,
+                Build.last_seen,
+                build_last_snapshot_id(),
+                build_last_seen(),
+            ).where(Build.uuid.is_not(None))
+        ).all()
+    assert len(ids) == len(bodies)
+    assert rows
+    for uuid, raw_id, raw_seen, last_id, last_seen in rows:
+        last = max(i for i, uuids in enumerate(shown) if uuid in uuids)
+        assert (last_id, last_seen) == (ids[last], START + timedelta(seconds=last * 30))
+        if last == len(bodies) - 1:
+            assert (raw_id, raw_seen) == (None, None)
+        else:
+            assert (raw_id, raw_seen) == (last_id, last_seen)
+
+
+def test_prune_keeps_the_latest_parsed_snapshot_that_visible_builds_read(database_url):
+    """Bodies that did not parse come last: the parsed one before them is what
+    the visible builds' last sighting reads, so retention keeps it."""
+    bodies = evolving_bodies(4, step_s=600)
+    record(database_url, [*bodies, b"<html>maintenance</html>"], step_s=600)
+    sessions = make_sessionmaker(make_engine(database_url, writer=True))
+    # Every snapshot is in one hourly bucket: the policy alone keeps the first
+    # and the latest (unparsed) one.
+    policy = RetentionSettings(keep_all_days=0, hourly_days=1, daily_days=0)
+    with session_scope(sessions) as session:
+        prune(session, policy, now=START + timedelta(hours=2))
+    with sessions() as session:
+        kept = session.scalars(select(Snapshot.taken_at).order_by(Snapshot.id)).all()
+        seen = session.scalars(
+            select(build_last_seen()).where(Build.last_snapshot_id.is_(None))
+        ).all()
+    last_parsed = START + timedelta(seconds=3 * 600)
+    assert kept == [START, last_parsed, START + timedelta(seconds=4 * 600)]
+    assert seen
+    assert set(seen) == {last_parsed}
