@@ -23,7 +23,6 @@ _MAX_DURATION_S = 30 * 86_400
 _MAX_DURATION_MS = _MAX_DURATION_S * 1000
 _NULL_STRINGS = frozenset({"null", "none", ""})
 _NUMBER_TYPES = frozenset({int, float})
-_from_epoch = datetime.fromtimestamp
 _NULL_EXACT = frozenset({"null", "none", "None", "NULL", "Null", ""})
 # Names longer than this are cut: they are indexed in the database, and an
 # index entry has a size limit (PostgreSQL refuses rows of about 2.7 kB).
@@ -365,13 +364,13 @@ def _job(raw: dict) -> Job:
     start = get("start_time")
     if start is not None:
         if type(start) in _NUMBER_TYPES and _MIN_EPOCH_S <= start <= _MAX_EPOCH_S:
-            start = _from_epoch(start, UTC)
+            start = _times.get(start) or _utc(start)
         else:
             start = _epoch(start, 1)
     end = get("end_time")
     if end is not None:
         if type(end) in _NUMBER_TYPES and _MIN_EPOCH_S <= end <= _MAX_EPOCH_S:
-            end = _from_epoch(end, UTC)
+            end = _times.get(end) or _utc(end)
         else:
             end = _epoch(end, 1)
     canceled = get("canceled", False)
@@ -506,7 +505,22 @@ def _epoch(value: object, per_second: int) -> datetime | None:
     seconds = number / per_second
     if not _MIN_EPOCH_S <= seconds <= _MAX_EPOCH_S:
         return None
-    return datetime.fromtimestamp(seconds, UTC)
+    return _times.get(seconds) or _utc(seconds)
+
+
+# The same start and end times come back in every snapshot while a build is
+# shown: each epoch becomes a datetime once, and equal times are then the same
+# object, which also makes comparing build rows cheaper. Bounded: emptied
+# when full (a few hours of a busy tenant).
+_times: dict[float, datetime] = {}
+_MAX_TIMES = 100_000
+
+
+def _utc(seconds: float) -> datetime:
+    if len(_times) >= _MAX_TIMES:
+        _times.clear()
+    moment = _times[seconds] = datetime.fromtimestamp(seconds, UTC)
+    return moment
 
 
 def _duration(value: object, per_second: int) -> float | None:
