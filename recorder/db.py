@@ -31,6 +31,7 @@ def make_engine(url: str, writer: bool = False) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         # pre_ping survives a restarted server instead of failing one request.
         engine = create_engine(url, pool_pre_ping=True)
+        _configure_postgres(engine)
         _engines.add(engine)
         return engine
 
@@ -51,6 +52,16 @@ def dispose_all_engines() -> None:
     """Close the pooled connections of every PostgreSQL engine still alive."""
     for engine in list(_engines):
         engine.dispose()
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # JIT compiling a query takes a quarter of a second here, more than
+        # any page's query runs: the job pages' estimates crossed its threshold.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET jit = off")
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine, writer: bool) -> None:

@@ -1,10 +1,11 @@
 """Build timings as CSV, and the build filters shared by the job pages and the API.
 
 The web export (``/export/builds.csv``) and ``zuul-status export-csv`` write
-the same rows through :func:`csv_chunks`; the CLI imports nothing from Flask.
+the same bytes through :func:`csv_chunks`; the CLI imports nothing from Flask.
 The database formats every cell (times, booleans, the guard against
-spreadsheet formulas), so that Python only hands rows from the cursor to the
-``csv`` module, a batch at a time.
+spreadsheet formulas) and, for speed, most of the CSV itself: PostgreSQL
+through ``COPY``, SQLite a line per row. Either way the bytes are those
+Python's ``csv`` module writes from :func:`csv_select`'s rows.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
+from operator import itemgetter
 from typing import BinaryIO
 
 from sqlalchemy import (
-    Float,
+    BigInteger,
+    Integer,
+    Numeric,
     Select,
     String,
     and_,
     case,
     cast,
-    extract,
-    false,
     func,
     literal,
+    literal_column,
     or_,
     select,
 )
@@ -35,7 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from recorder.db import make_engine, make_sessionmaker, session_scope
-from recorder.models import Build, Source
+from recorder.models import Build, Snapshot, Source, UTCDateTime
 from recorder.store import latest_snapshot
 
 CSV_COLUMNS = (
@@ -72,7 +75,10 @@ MAX_FILTER_CHARS = 200
 # injection"); quoting the cell does not help, a leading apostrophe does.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_BATCH = 5000
+CSV_HEADER = (",".join(CSV_COLUMNS) + "\r\n").encode()
 JULIAN_DAY_OF_1970 = 2440587.5
+# Written into the SQL: as a parameter, date_part() would parse it for every row.
+EPOCH = literal_column("'epoch'")
 
 
 class FilterError(ValueError):
@@ -190,13 +196,49 @@ def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None
         ) from None
 
 
+# How builds.last_seen and builds.last_snapshot_id are kept is the recorder's
+# business: every page, the API and the export read them through these.
+
+
+def last_seen() -> ColumnElement[datetime]:
+    """When a build was last seen: the one place that reads ``builds.last_seen``."""
+    return Build.last_seen
+
+
+def last_snapshot_id() -> ColumnElement[int]:
+    """The last snapshot that showed a build (reads ``builds.last_snapshot_id``)."""
+    return Build.last_snapshot_id
+
+
+def still_visible() -> ColumnElement[bool]:
+    """Whether the source's latest parsed snapshot still shows the build."""
+    latest = (
+        select(Snapshot.id)
+        .where(Snapshot.source_id == Build.source_id, Snapshot.parse_error.is_(None))
+        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
+        .limit(1)
+        .correlate(Build)
+        .scalar_subquery()
+    )
+    return last_snapshot_id() == latest
+
+
+def _last_seen_between(window: TimeWindow) -> list[ColumnElement[bool]]:
+    """``since <= last_seen() < until``, as OR branches that indexes can serve."""
+    seen = [Build.last_seen.is_not(None)]
+    for bound, before in ((window.since, False), (window.until, True)):
+        if bound is not None:
+            seen.append(last_seen() < bound if before else last_seen() >= bound)
+    return [and_(*seen)]
+
+
 def build_time() -> ColumnElement[datetime]:
     """When a build happened: when it ended, or else when it was last seen.
 
     A build that never ended (still queued or running, skipped, or gone from
     the queues unfinished) has no end time; it is placed where it was last seen.
     """
-    return func.coalesce(Build.end_time, Build.last_seen)
+    return func.coalesce(Build.end_time, last_seen())
 
 
 def source_ids(session: Session, filters: BuildFilters) -> dict[int, str]:
@@ -256,34 +298,44 @@ def conditions(
 
 
 def _time_conditions(window: TimeWindow, ended: bool | None) -> list:
-    """``since <= build_time() < until``, spelt out so that indexes can serve it."""
+    """``since <= build_time() < until``, spelt out so that indexes can serve it.
+
+    One flat OR of index-friendly branches: SQLite and PostgreSQL then read
+    each branch from its index instead of scanning every build.
+    """
     finished = [Build.end_time.is_not(None)]
-    unfinished = [Build.end_time.is_(None)]
     for bound, before in ((window.since, False), (window.until, True)):
         if bound is not None:
             finished.append(
                 Build.end_time < bound if before else Build.end_time >= bound
             )
-            unfinished.append(
-                Build.last_seen < bound if before else Build.last_seen >= bound
-            )
+    unfinished = [
+        and_(Build.end_time.is_(None), branch) for branch in _last_seen_between(window)
+    ]
     if ended is True:
         return finished
     if ended is False:
-        return unfinished
+        return [or_(*unfinished)]
     if window.since is None and window.until is None:
         return []
-    return [or_(and_(*finished), and_(*unfinished))]
+    return [or_(and_(*finished), *unfinished)]
 
 
 def build_columns(dialect: str, for_csv: bool) -> list[ColumnElement]:
     """The CSV columns, labelled; for the CSV as text cells, else typed for JSON.
 
     Times are formatted by the database in both cases, so that the CSV and
-    the API agree to the microsecond.
+    the API agree to the microsecond. On PostgreSQL every CSV cell is text as
+    Python's ``csv`` module would write it, so that ``COPY`` can write the file.
     """
-    text = _spreadsheet_safe if for_csv else (lambda column: column)
+    text, number = (lambda column: column), (lambda column: column)
+    if for_csv:
+        text = _pg_cell if dialect == "postgresql" else _spreadsheet_safe
+    if for_csv and dialect == "postgresql":
+        number = _python_float_text
     voting = case((Build.voting, "true"), else_="false") if for_csv else Build.voting
+    # Already http(s) only (store.safe_log_url): it cannot start a formula.
+    log_url = func.nullif(Build.log_url, "") if for_csv else Build.log_url
     columns = [
         text(Source.name),
         text(Build.pipeline),
@@ -298,13 +350,12 @@ def build_columns(dialect: str, for_csv: bool) -> list[ColumnElement]:
         iso_z_text(Build.enqueue_time, dialect),
         iso_z_text(Build.start_time, dialect),
         iso_z_text(Build.end_time, dialect),
-        Build.duration_s,
-        wait_seconds(dialect),
+        number(Build.duration_s),
+        number(wait_seconds(dialect)),
         text(Build.uuid),
-        # Already http(s) only (store.safe_log_url): it cannot start a formula.
-        Build.log_url,
+        log_url,
         iso_z_text(Build.first_seen, dialect),
-        iso_z_text(Build.last_seen, dialect),
+        iso_z_text(last_seen(), dialect),
     ]
     return [
         column.label(name) for column, name in zip(columns, CSV_COLUMNS, strict=True)
@@ -314,9 +365,14 @@ def build_columns(dialect: str, for_csv: bool) -> list[ColumnElement]:
 def csv_select(session: Session, filters: BuildFilters) -> Select:
     """The export query: one row of formatted, spreadsheet-safe cells per build."""
     dialect = session.get_bind().dialect.name
+    return _in_export_order(
+        select(*build_columns(dialect, for_csv=True)), session, filters
+    )
+
+
+def _in_export_order(query: Select, session: Session, filters: BuildFilters) -> Select:
     return (
-        select(*build_columns(dialect, for_csv=True))
-        .join(Source, Source.id == Build.source_id)
+        query.join(Source, Source.id == Build.source_id)
         .where(*conditions(session, filters))
         # The order in which the recorder first saw the builds: it needs no
         # sort, so that the first rows stream at once whatever the total.
@@ -326,26 +382,14 @@ def csv_select(session: Session, filters: BuildFilters) -> Select:
 
 def csv_chunks(
     session: Session, filters: BuildFilters, rows_per_batch: int = ROWS_PER_BATCH
-) -> Iterator[str]:
-    """The CSV text: the header, then one chunk per batch of rows read.
+) -> Iterator[bytes]:
+    """The CSV in UTF-8: the header, then one chunk per batch of rows read.
 
     The query runs before the header is yielded, so that a caller who takes
     the first chunk has seen any error before it sends a response.
     """
-    # stream_results: a server-side cursor on PostgreSQL, so that neither the
-    # driver nor SQLAlchemy holds more than one batch of rows in memory. The
-    # Core connection hands out plain rows, without the ORM's per-row work.
-    result = session.connection().execute(
-        csv_select(session, filters),
-        execution_options={"stream_results": True, "yield_per": rows_per_batch},
-    )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    yield _drain(buffer)
-    for rows in result.partitions():
-        writer.writerows(rows)
-        yield _drain(buffer)
+    for chunk, _rows in _counted_chunks(session, filters, rows_per_batch):
+        yield chunk
 
 
 def export_csv(database_url: str, filters: BuildFilters, stream: BinaryIO) -> int:
@@ -354,29 +398,187 @@ def export_csv(database_url: str, filters: BuildFilters, stream: BinaryIO) -> in
     Returns how many builds were written.
     """
     engine = make_engine(database_url)
-    lines = 0
+    written = 0
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            for chunk in csv_chunks(session, filters):
-                stream.write(chunk.encode())
-                lines += chunk.count("\r\n")
+            for chunk, rows in _counted_chunks(session, filters, ROWS_PER_BATCH):
+                stream.write(chunk)
+                written += rows
     finally:
         engine.dispose()
-    return lines - 1
+    return written
 
 
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+def _counted_chunks(
+    session: Session, filters: BuildFilters, rows_per_batch: int
+) -> Iterator[tuple[bytes, int]]:
+    """Each chunk of the CSV with the number of builds in it (none in the header)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _copied_chunks(session, filters, rows_per_batch)
+    return _line_chunks(session, filters, rows_per_batch)
 
 
-def _spreadsheet_safe(column) -> ColumnElement[str]:
+def _copied_chunks(
+    session: Session, filters: BuildFilters, rows_per_batch: int
+) -> Iterator[tuple[bytes, int]]:
+    """PostgreSQL writes the CSV itself (``COPY ... TO STDOUT``); rows are relayed.
+
+    COPY ends rows with a bare newline and sends one row per message: each
+    row's newline becomes the CRLF that the ``csv`` module (and RFC 4180) use.
+    """
+    query = csv_select(session, filters)
+    compiled = query.compile(
+        dialect=session.get_bind().dialect,
+        compile_kwargs={"render_postcompile": True},
+    )
+    params = {name: _driver_value(value) for name, value in compiled.params.items()}
+    statement = f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv)"
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor:
+        # The text of floats must be the shortest that reads back the same.
+        cursor.execute("SET LOCAL extra_float_digits = 1")
+        with cursor.copy(statement, params) as copy:
+            yield CSV_HEADER, 0
+            rows = []
+            for row in copy:
+                rows.append(row[:-1])
+                if len(rows) == rows_per_batch:
+                    yield b"\r\n".join(rows) + b"\r\n", len(rows)
+                    rows = []
+            if rows:
+                yield b"\r\n".join(rows) + b"\r\n", len(rows)
+
+
+def _driver_value(value):
+    """A bound value as the models would hand it to the driver (UTC times, naive)."""
+    if isinstance(value, datetime):
+        return UTCDateTime().process_bind_param(value, None)
+    return value
+
+
+def _line_chunks(
+    session: Session, filters: BuildFilters, rows_per_batch: int
+) -> Iterator[tuple[bytes, int]]:
+    """SQLite writes each CSV line but the numbers; Python checks a batch at once.
+
+    The ``csv`` module costs more than the query: SQLite joins the cells of a
+    row into one text and Python only adds the two numbers (``repr`` of the
+    floats, as ``csv`` writes them). Quotes are added by SQLite around a
+    change (``123,4``) only; a batch is then correct if it holds no other
+    comma, quote or line break, which one count of those bytes proves. A batch
+    that fails the count (a job name with a comma, say) is written again by
+    the ``csv`` module from :func:`csv_select`, in the same transaction.
+    """
+    result = session.connection().execute(
+        _in_export_order(select(*_sqlite_line_columns()), session, filters)
+    )
+    # The driver's cursor: rows as plain tuples, without SQLAlchemy's per-row work.
+    cursor = result.cursor
+    yield CSV_HEADER, 0
+    while rows := cursor.fetchmany(rows_per_batch):
+        chunk = "".join(map(_LINE.__mod__, rows)).encode()
+        quoted = sum(map(itemgetter(1), rows))
+        # Per row: 18 commas between cells, CR and LF; per quoted change: its
+        # comma and two quotes. Any other is inside a cell that needs quoting.
+        expected = len(rows) * 20 + quoted * 3
+        if len(chunk) - len(chunk.translate(None, b'",\r\n')) != expected:
+            chunk = _csv_module_chunk(session, filters, rows[0][0], rows[-1][0])
+        yield chunk, len(rows)
+    result.close()
+
+
+# The id and the quoted-change flag are not printed ("%.0s").
+_LINE = "%.0s%.0s%s%s,%s%s\r\n"
+
+
+def _sqlite_line_columns() -> list[ColumnElement]:
+    """id, change quoted or not, text up to end_time, duration, wait, the rest."""
+    safe = _spreadsheet_safe
+    has_comma = func.instr(Build.change, ",") > 0
+    change = case((has_comma, '"' + safe(Build.change) + '"'), else_=safe(Build.change))
+    head = [
+        safe(Source.name),
+        safe(Build.pipeline),
+        safe(Build.queue),
+        safe(Build.project),
+        change,
+        safe(Build.ref),
+        safe(Build.branch),
+        safe(Build.job),
+        case((Build.voting, "true"), else_="false"),
+        safe(Build.result),
+        iso_z_text(Build.enqueue_time, "sqlite"),
+        iso_z_text(Build.start_time, "sqlite"),
+        iso_z_text(Build.end_time, "sqlite"),
+    ]
+    tail = [
+        safe(Build.uuid),
+        Build.log_url,
+        iso_z_text(Build.first_seen, "sqlite"),
+        iso_z_text(last_seen(), "sqlite"),
+    ]
+    # printf() writes NULL as an empty cell.
+    return [
+        Build.id,
+        func.ifnull(has_comma, 0),
+        func.printf("%s," * len(head), *head),
+        func.ifnull(Build.duration_s, ""),
+        func.ifnull(wait_seconds("sqlite"), ""),
+        func.printf(",%s" * len(tail), *tail),
+    ]
+
+
+def _csv_module_chunk(
+    session: Session, filters: BuildFilters, first_id: int, last_id: int
+) -> bytes:
+    """The builds from ``first_id`` to ``last_id`` written by the ``csv`` module."""
+    query = csv_select(session, filters).where(Build.id.between(first_id, last_id))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(
+        session.connection().execute(query)
+    )
+    return buffer.getvalue().encode()
+
+
+def _spreadsheet_safe(column, dialect: str = "sqlite") -> ColumnElement[str]:
     """The text, behind an apostrophe when a spreadsheet would run it as a formula."""
+    # Every formula start sorts before "A" bytewise: most cells are told apart
+    # by that one comparison, without a function call.
+    bytewise = column.collate("C") if dialect == "postgresql" else column
     first = func.substr(column, 1, 1)
     return case(
-        (first.in_(FORMULA_STARTS), literal("'", String) + column), else_=column
+        (
+            and_(bytewise < "A", first.in_(FORMULA_STARTS)),
+            literal("'", String) + column,
+        ),
+        else_=column,
+    )
+
+
+def _pg_cell(column) -> ColumnElement[str]:
+    """A spreadsheet-safe cell; an empty text as NULL (COPY would quote it)."""
+    return func.nullif(_spreadsheet_safe(column, "postgresql"), "")
+
+
+def _python_float_text(number) -> ColumnElement[str]:
+    """A float8 as Python's ``repr`` writes it, for COPY to match the ``csv`` module.
+
+    PostgreSQL prints the same shortest digits; it drops ``.0`` from whole
+    numbers, switches to exponents from 1e15 instead of 1e16, and spells
+    NaN and infinities its own way.
+    """
+    whole = number == func.trunc(number)
+    size = func.abs(number)
+    text = cast(number, String)
+    return case(
+        (and_(~whole, size < 1e15), text),
+        (~whole, cast(cast(text, Numeric), String)),
+        (size < 1e15, text + ".0"),
+        (size < 1e16, cast(cast(number, BigInteger), String) + ".0"),
+        (number == float("nan"), "nan"),
+        (number == float("inf"), "inf"),
+        (number == float("-inf"), "-inf"),
+        else_=text,
     )
 
 
@@ -391,51 +593,36 @@ def iso_z_text(column, dialect: str) -> ColumnElement[str]:
 def epoch_seconds(column, dialect: str) -> ColumnElement[float]:
     """Seconds since 1970 of a stored UTC time (to the millisecond on SQLite)."""
     if dialect == "postgresql":
-        return cast(extract("epoch", column), Float)
+        # date_part() is a float at once; extract() a numeric, many times slower.
+        return func.date_part(EPOCH, column)
     return (func.julianday(column) - JULIAN_DAY_OF_1970) * 86400.0
 
 
 def wait_seconds(dialect: str) -> ColumnElement[float]:
     """Seconds from the item's enqueue time to the build's start, exactly."""
     if dialect == "postgresql":
-        return cast(extract("epoch", Build.start_time - Build.enqueue_time), Float)
-    # julianday() rounds to the millisecond: whole seconds plus the fraction
-    # as stored ("...:SS.ffffff") keep the microseconds.
+        return func.date_part(EPOCH, Build.start_time - Build.enqueue_time)
+    # Whole microseconds, counted exactly, then divided once: the float is the
+    # one nearest the exact value, as PostgreSQL's. julianday() and
+    # strftime() round the seconds to the millisecond (27.9999 s reads as 28),
+    # so they only see the text up to the seconds.
     start, enqueue = Build.start_time, Build.enqueue_time
-    whole = cast(func.strftime("%s", start), Float) - cast(
-        func.strftime("%s", enqueue), Float
+    days = func.julianday(func.substr(start, 1, 19)) - func.julianday(
+        func.substr(enqueue, 1, 19)
     )
-    fraction = cast(func.substr(start, 20), Float) - cast(
-        func.substr(enqueue, 20), Float
+    micros = cast(func.substr(start, 21, 6), Integer) - cast(
+        func.substr(enqueue, 21, 6), Integer
     )
-    # Both times are whole microseconds: rounding drops the float noise.
-    return func.round(whole + fraction, 6)
+    return (func.round(days * 86400.0) * 1_000_000 + micros) / 1_000_000.0
 
 
-def state_of_build(latest_ids: Mapping[int, int]) -> ColumnElement[str]:
+def state_of_build() -> ColumnElement[str]:
     """``finished``; ``running`` or ``waiting`` in the latest snapshot; or ``unknown``.
 
     A build is ``unknown`` when it left the queues before a result was seen.
     """
-    in_latest = or_(
-        false(),
-        *(
-            and_(Build.source_id == source_id, Build.last_snapshot_id == snapshot_id)
-            for source_id, snapshot_id in latest_ids.items()
-        ),
-    )
     return case(
         (Build.result.is_not(None), "finished"),
-        (in_latest, Build.state),
+        (still_visible(), Build.state),
         else_="unknown",
     )
-
-
-def latest_snapshot_ids(session: Session, sources: Mapping[int, str]) -> dict:
-    """The latest parsed snapshot of each source, whose builds are current."""
-    latest = {}
-    for source_id in sources:
-        snapshot = latest_snapshot(session, source_id)
-        if snapshot is not None:
-            latest[source_id] = snapshot.id
-    return latest

@@ -590,19 +590,19 @@ def test_the_job_page_hands_the_chart_every_timed_run_and_the_tables_without_js(
 
 
 def test_a_job_with_more_runs_than_chart_points_is_downsampled_keeping_the_extremes(
-    sqlite_url,
+    database_url,
 ):
     durations = [100.0 + (index * 7919) % 3000 for index in range(6_000)]
     durations[4_321] = 9_999.0
     durations[777] = 1.0
-    engine = make_engine(sqlite_url, writer=True)
+    engine = make_engine(database_url, writer=True)
     with session_scope(make_sessionmaker(engine)) as session:
         source = get_or_create_source(session, SOURCE, ZUUL_URL)
         store_body(session, source, b'{"pipelines": []}', T0 + timedelta(days=30))
     engine.dispose()
-    insert_builds(sqlite_url, "busy-job", durations)
+    insert_builds(database_url, "busy-job", durations)
 
-    client = make_client(sqlite_url)
+    client = make_client(database_url)
     html = client.get("/jobs/busy-job?range=all").get_data(as_text=True)
     data = json.loads(
         re.search(r'id="job-chart-data">(.*?)</script>', html, re.S).group(1)

@@ -23,8 +23,19 @@ from datetime import UTC, datetime, timedelta
 from itertools import compress
 from operator import itemgetter
 
-from sqlalchemy import Float, Select, and_, case, func, literal, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    Float,
+    Select,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -142,6 +153,7 @@ def job_stats(
         # instead of walking the whole job index to save a sort.
         runs = runs.prefix_with("MATERIALIZED")
     if dialect == "postgresql":
+        sort_in_memory(session)
         fractions = literal(list(PERCENTILES), type_=ARRAY(Float))
         durations = func.percentile_cont(fractions).within_group(runs.c.duration_s)
         waits = func.percentile_cont(0.5).within_group(runs.c.wait_s)
@@ -165,6 +177,15 @@ def job_stats(
         .order_by(runs.c.job)
     )
     return [_job_stats(row, dialect) for row in session.execute(query)]
+
+
+def sort_in_memory(session: Session) -> None:
+    """Let PostgreSQL sort a job's runs in memory, for this transaction only.
+
+    Percentiles sort every duration in range (100,000 for a busy job over a
+    quarter): the default 4 MB of work_mem spilled them to disk.
+    """
+    session.execute(text("SET LOCAL work_mem = '64MB'"))
 
 
 def _wait_seconds(dialect: str) -> ColumnElement[float]:
@@ -220,41 +241,51 @@ def job_history(
 ) -> JobHistory:
     """Statistics, per-period tallies and chart points of the job in ``filters``.
 
-    Timed runs (they have a duration, hence an end) are read once, in the
-    order of their end time, which an index on (job, end_time) gives for
-    free: each period is then a slice of them. The few untimed runs (never
-    started, or still running) are read apart.
+    PostgreSQL computes them (exact percentiles per period and overall, the
+    chart's extremes per slot) and returns a few hundred rows. SQLite has no
+    percentile function and sorts slowly: the runs are read once, in the
+    order of their end time (from the covering job index), and each period
+    is a slice of them, sorted in Python.
     """
     window = window if window is not None else export.resolve_window(session, filters)
-    dialect = session.get_bind().dialect.name
-    timed = _rows(
+    history = JobHistory(JobStats(job=filters.job or ""))
+    if session.get_bind().dialect.name == "postgresql":
+        sort_in_memory(session)
+        _history_in_sql(session, filters, window, history)
+    else:
+        _history_in_python(session, filters, window, history)
+    return history
+
+
+def _history_in_python(
+    session: Session, filters: BuildFilters, window: TimeWindow, history: JobHistory
+) -> None:
+    ended = _driver_rows(
         session,
         select(
-            export.epoch_seconds(Build.end_time, dialect),
+            export.epoch_seconds(Build.end_time, "sqlite"),
             Build.duration_s,
             outcome_code(),
         )
         .where(*export.conditions(session, filters, window, ended=True))
-        .where(Build.duration_s.is_not(None))
         .order_by(Build.end_time),
     )
-    untimed = _rows(
+    timed = [row for row in ended if row[1] is not None]
+    untimed = [(at, code) for at, duration, code in ended if duration is None]
+    untimed += _driver_rows(
         session,
-        select(export.epoch_seconds(export.build_time(), dialect), outcome_code())
-        .where(*export.conditions(session, filters, window))
-        .where(or_(Build.end_time.is_(None), Build.duration_s.is_(None))),
+        select(
+            export.epoch_seconds(export.build_time(), "sqlite"), outcome_code()
+        ).where(*export.conditions(session, filters, window, ended=False)),
     )
-    history = JobHistory(JobStats(job=filters.job or ""))
     if not timed and not untimed:
-        return history
+        return
     times, durations, codes = (list(map(itemgetter(i), timed)) for i in range(3))
     untimed_times = list(map(itemgetter(0), untimed))
-    untimed_codes = list(map(itemgetter(1), untimed))
 
     stats = history.stats
     stats.add(codes)
-    stats.add(untimed_codes)
-    stats.set_durations(sorted(durations))
+    stats.add(list(map(itemgetter(1), untimed)))
     first = min(times[:1] + untimed_times)
     last = max(times[-1:] + untimed_times)
     stats.last_run = datetime.fromtimestamp(last, UTC)
@@ -262,16 +293,142 @@ def job_history(
     history.period, history.period_s, origin = _period_size(window, first, last)
     count = int((last - origin) // history.period_s) + 1
     starts = [origin + index * history.period_s for index in range(count)]
-    history.periods = _periods(starts, times, durations, codes)
+    history.periods, ordered = _periods(starts, times, durations, codes)
+    # Sorted slices, one after the other: the sort merges them in one pass.
+    stats.set_durations(sorted(itertools.chain.from_iterable(ordered)))
     for moment, code in untimed:
         history.periods[max(0, bisect_right(starts, moment) - 1)].add([code])
     history.points, history.sampled = _chart_points(times, durations, codes)
-    return history
 
 
-def _rows(session: Session, query: Select) -> list:
-    # Through the Core connection: plain rows, without the ORM's per-row cost.
-    return session.connection().execute(query).all()
+def _driver_rows(session: Session, query: Select) -> list[tuple]:
+    """Rows as the driver's tuples: no per-row work by SQLAlchemy."""
+    result = session.connection().execute(query)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+def _history_in_sql(
+    session: Session, filters: BuildFilters, window: TimeWindow, history: JobHistory
+) -> None:
+    """The history computed by PostgreSQL: a few queries, a few hundred rows.
+
+    Runs that ended are read from the covering job index alone (by end time);
+    the few that did not are read apart, by when they were last seen.
+    """
+    parts = [
+        (Build.end_time, export.conditions(session, filters, window, ended=True)),
+        (export.build_time(), export.conditions(session, filters, window, ended=False)),
+    ]
+    spans = [
+        session.execute(select(func.min(moment), func.max(moment)).where(*where)).one()
+        for moment, where in parts
+    ]
+    moments = [moment.timestamp() for span in spans for moment in span if moment]
+    if not moments:
+        return
+    first, last = min(moments), max(moments)
+    history.period, history.period_s, origin = _period_size(window, first, last)
+    count = int((last - origin) // history.period_s) + 1
+    starts = [origin + index * history.period_s for index in range(count)]
+    history.periods = [Period(start=datetime.fromtimestamp(s, UTC)) for s in starts]
+
+    timed = and_(Build.end_time.is_not(None), Build.duration_s.is_not(None))
+    for moment, where in parts:
+        at = export.epoch_seconds(moment, "postgresql")
+        period = func.floor((at - origin) / history.period_s)
+        tallies = session.execute(
+            select(period, *_tally_columns(timed))
+            .where(*where)
+            .group_by(func.grouping_sets(tuple_(period), tuple_()))
+        )
+        for index, *tally in tallies:
+            target = history.stats if index is None else history.periods[int(index)]
+            _add_tally(target, *tally)
+    history.stats.last_run = datetime.fromtimestamp(last, UTC)
+    history.points, history.sampled = _chart_points_in_sql(
+        session, [*parts[0][1], timed], history.stats.timed
+    )
+
+
+def _tally_columns(timed: ColumnElement[bool]) -> list[ColumnElement]:
+    failed = and_(Build.result != SUCCESS, Build.result.not_in(NEUTRAL_RESULTS))
+    fractions = literal(list(PERCENTILES), type_=ARRAY(Float))
+    return [
+        func.count(),
+        func.count(Build.result),
+        func.count().filter(Build.result == SUCCESS),
+        func.count().filter(failed),
+        func.count().filter(timed),
+        func.percentile_cont(fractions).within_group(Build.duration_s).filter(timed),
+    ]
+
+
+def _add_tally(target: Tally, runs, finished, succeeded, failed, timed, cuts) -> None:
+    """Add counts; the percentiles come from the one part with timed runs."""
+    target.runs += runs
+    target.finished += finished
+    target.succeeded += succeeded
+    target.failed += failed
+    target.timed += timed
+    if cuts is not None:
+        target.p50_s, target.p90_s, target.p95_s = cuts
+
+
+def _chart_points_in_sql(
+    session: Session, where: list, timed_runs: int
+) -> tuple[dict[str, list[list[float]]], bool]:
+    """Every timed run; or per slot and outcome, the fastest and the slowest."""
+    at = export.epoch_seconds(Build.end_time, "postgresql")
+    # Failures apart; runs without a verdict or a result with the neutral ones.
+    series = case(
+        (Build.result == SUCCESS, 0),
+        (Build.result.in_(NEUTRAL_RESULTS), 2),
+        (Build.result.is_(None), 2),
+        else_=1,
+    )
+    points: dict[str, list[list[float]]] = {name: [] for name in OUTCOMES[:3]}
+    if not timed_runs:
+        return points, False
+    if timed_runs <= MAX_CHART_POINTS:
+        rows = session.execute(
+            select(series, at, Build.duration_s).where(*where).order_by(Build.end_time)
+        )
+        for code, moment, duration in rows:
+            points[OUTCOMES[code]].append([moment * 1000, duration])
+        return points, False
+    first, last = session.execute(
+        select(func.min(Build.end_time), func.max(Build.end_time)).where(*where)
+    ).one()
+    slots = MAX_CHART_POINTS // 6
+    width = (last - first).total_seconds() / slots or 1.0
+    slot = func.least(func.floor((at - first.timestamp()) / width), slots - 1)
+    # OFFSET 0 keeps the planner from guessing a group per run (from end_time's
+    # statistics) and sorting them all instead of hashing a thousand groups.
+    runs = (
+        select(
+            slot.label("slot"),
+            series.label("series"),
+            # Arrays compare element by element: the earliest of equal
+            # durations wins, as in the time order.
+            array((Build.duration_s, at)).label("fastest"),
+            array((Build.duration_s, -at)).label("slowest"),
+        )
+        .where(*where)
+        .offset(0)
+        .subquery()
+    )
+    rows = session.execute(
+        select(runs.c.series, func.min(runs.c.fastest), func.max(runs.c.slowest))
+        .group_by(runs.c.slot, runs.c.series)
+        .order_by(runs.c.slot, runs.c.series)
+    )
+    for code, (fast_s, fast_at), (slow_s, slow_at) in rows:
+        extremes = {(fast_at, fast_s), (-slow_at, slow_s)}
+        points[OUTCOMES[code]] += [[moment * 1000, d] for moment, d in sorted(extremes)]
+    return points, True
 
 
 def _period_size(
@@ -289,18 +446,19 @@ def _period_size(
 
 def _periods(
     starts: list[float], times: list[float], durations: list[float], codes: list[int]
-) -> list[Period]:
-    """A tally per period of the timed runs: each period a slice of the time order."""
-    periods = []
+) -> tuple[list[Period], list[list[float]]]:
+    """A tally per period of the timed runs, and each period's sorted durations."""
+    periods, ordered = [], []
     bounds = [bisect_left(times, start) for start in starts[1:]] + [len(times)]
     lower = 0
     for start, upper in zip(starts, bounds, strict=True):
         period = Period(start=datetime.fromtimestamp(start, UTC))
         period.add(codes[lower:upper])
-        period.set_durations(sorted(durations[lower:upper]))
+        ordered.append(sorted(durations[lower:upper]))
+        period.set_durations(ordered[-1])
         periods.append(period)
         lower = upper
-    return periods
+    return periods, ordered
 
 
 def _chart_points(
@@ -394,16 +552,15 @@ def recent_runs(
     """
     window = window if window is not None else export.resolve_window(session, filters)
     dialect = session.get_bind().dialect.name
-    sources = export.source_ids(session, filters)
-    state = export.state_of_build(export.latest_snapshot_ids(session, sources))
+    state = export.state_of_build()
     columns = [
         *export.build_columns(dialect, for_csv=False),
         state.label("state"),
         Build.id,
-        Build.last_snapshot_id,
+        export.last_snapshot_id().label("last_snapshot_id"),
     ]
     parts = []
-    for ended, moment in ((True, Build.end_time), (False, Build.last_seen)):
+    for ended, moment in ((True, Build.end_time), (False, export.last_seen())):
         query = (
             select(*columns, moment.label("build_time"))
             .join(Source, Source.id == Build.source_id)
