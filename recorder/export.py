@@ -38,7 +38,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from recorder.db import make_engine, make_sessionmaker, session_scope
-from recorder.models import Build, Snapshot, Source, UTCDateTime
+from recorder.models import (
+    Build,
+    Source,
+    UTCDateTime,
+    build_last_seen,
+    build_last_snapshot_id,
+)
 from recorder.store import latest_snapshot
 
 CSV_COLUMNS = (
@@ -202,34 +208,33 @@ def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None
 
 def last_seen() -> ColumnElement[datetime]:
     """When a build was last seen: the one place that reads ``builds.last_seen``."""
-    return Build.last_seen
+    return build_last_seen()
 
 
 def last_snapshot_id() -> ColumnElement[int]:
     """The last snapshot that showed a build (reads ``builds.last_snapshot_id``)."""
-    return Build.last_snapshot_id
+    return build_last_snapshot_id()
 
 
 def still_visible() -> ColumnElement[bool]:
-    """Whether the source's latest parsed snapshot still shows the build."""
-    latest = (
-        select(Snapshot.id)
-        .where(Snapshot.source_id == Build.source_id, Snapshot.parse_error.is_(None))
-        .order_by(Snapshot.taken_at.desc(), Snapshot.id.desc())
-        .limit(1)
-        .correlate(Build)
-        .scalar_subquery()
-    )
-    return last_snapshot_id() == latest
+    """Whether the source's latest snapshot still shows the build."""
+    return Build.last_snapshot_id.is_(None)
 
 
 def _last_seen_between(window: TimeWindow) -> list[ColumnElement[bool]]:
-    """``since <= last_seen() < until``, as OR branches that indexes can serve."""
-    seen = [Build.last_seen.is_not(None)]
+    """``since <= last_seen() < until`` as OR branches that indexes can serve.
+
+    ``builds.last_seen`` is NULL while the latest snapshot shows the build:
+    those few rows are a branch of their own, so that the others are found
+    by the (end_time, last_seen) index instead of by a scan.
+    """
+    gone = [Build.last_seen.is_not(None)]
+    visible = [still_visible()]
     for bound, before in ((window.since, False), (window.until, True)):
         if bound is not None:
-            seen.append(last_seen() < bound if before else last_seen() >= bound)
-    return [and_(*seen)]
+            gone.append(Build.last_seen < bound if before else Build.last_seen >= bound)
+            visible.append(last_seen() < bound if before else last_seen() >= bound)
+    return [and_(*gone), and_(*visible)]
 
 
 def build_time() -> ColumnElement[datetime]:
