@@ -324,23 +324,39 @@ def _job(raw: dict) -> Job:
     # values go through the general conversions, which give the same result.
     get = raw.get
     name = get("name")
-    if not (type(name) is str and _is_plain_name(name)):
+    if not (
+        type(name) is str
+        and name not in _NULL_EXACT
+        and len(name) <= MAX_NAME_CHARS
+        and "\x00" not in name
+    ):
         name = _name(name) or "(unnamed)"
     result = get("result")
-    if result is not None and not (type(result) is str and _is_plain_name(result)):
+    if result is not None and not (
+        type(result) is str
+        and result not in _NULL_EXACT
+        and len(result) <= MAX_NAME_CHARS
+        and "\x00" not in result
+    ):
         result = _name(result)
     voting = get("voting", True)
     if voting is not True and voting is not False:
         voting = _bool(voting, True)
     uuid = get("uuid")
-    if uuid is not None and not (type(uuid) is str and _is_plain_text(uuid)):
+    if uuid is not None and not (
+        type(uuid) is str and uuid not in _NULL_EXACT and "\x00" not in uuid
+    ):
         uuid = _text(uuid)
     url = get("url")
-    if url is not None and not (type(url) is str and _is_plain_text(url)):
+    if url is not None and not (
+        type(url) is str and url not in _NULL_EXACT and "\x00" not in url
+    ):
         url = _text(url)
     report_url = get("report_url")
     if report_url is not None and not (
-        type(report_url) is str and _is_plain_text(report_url)
+        type(report_url) is str
+        and report_url not in _NULL_EXACT
+        and "\x00" not in report_url
     ):
         report_url = _text(report_url)
     elapsed = get("elapsed_time")
