@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     Integer,
     Numeric,
     Select,
@@ -580,9 +581,9 @@ def _python_float_text(number) -> ColumnElement[str]:
         (~whole, cast(cast(text, Numeric), String)),
         (size < 1e15, text + ".0"),
         (size < 1e16, cast(cast(number, BigInteger), String) + ".0"),
-        (number == float("nan"), "nan"),
-        (number == float("inf"), "inf"),
-        (number == float("-inf"), "-inf"),
+        (number == cast(literal("NaN"), Float), "nan"),
+        (number == cast(literal("Infinity"), Float), "inf"),
+        (number == cast(literal("-Infinity"), Float), "-inf"),
         else_=text,
     )
 
