@@ -230,7 +230,8 @@ def _last_seen_between(window: TimeWindow) -> list[ColumnElement[bool]]:
     by the (end_time, last_seen) index instead of by a scan.
     """
     gone = [Build.last_seen.is_not(None)]
-    visible = [still_visible()]
+    # Both columns are NULL for these: the (end_time, last_seen) index finds them.
+    visible = [Build.last_seen.is_(None), still_visible()]
     for bound, before in ((window.since, False), (window.until, True)):
         if bound is not None:
             gone.append(Build.last_seen < bound if before else Build.last_seen >= bound)
