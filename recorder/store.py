@@ -235,22 +235,18 @@ def build_rows(status: Status, web_root: str | None = None) -> dict[str, tuple]:
             ref.ref,
             branch,
         )
+        waiting_prefix = f"w:{item_key}|"
         for job in item.jobs:
-            waiting = f"{item_key}|{job.name}"
-            waiting_key = (
-                f"w:{waiting}"
-                if len(waiting) <= MAX_KEY_IDENTITY
-                else build_key("w", waiting)
-            )
+            waiting_key = waiting_prefix + job.name
+            if len(waiting_key) > MAX_KEY_IDENTITY + 2:
+                waiting_key = build_key("w", waiting_key[2:])
             uuid = job.uuid
-            if uuid:
-                key = (
-                    f"u:{uuid}"
-                    if len(uuid) <= MAX_KEY_IDENTITY
-                    else build_key("u", uuid)
-                )
-            else:
+            if not uuid:
                 key = waiting_key
+            elif len(uuid) <= MAX_KEY_IDENTITY:
+                key = "u:" + uuid
+            else:
+                key = build_key("u", uuid)
             rows[key] = (
                 waiting_key,
                 (
