@@ -319,11 +319,14 @@ def _time_conditions(window: TimeWindow, ended: bool | None) -> list:
     unfinished = [
         and_(Build.end_time.is_(None), branch) for branch in _last_seen_between(window)
     ]
+    unbounded = window.since is None and window.until is None
     if ended is True:
         return finished
     if ended is False:
-        return [or_(*unfinished)]
-    if window.since is None and window.until is None:
+        # Unbounded, no OR: SQLite then reads a job's unfinished builds from
+        # the job index rather than every job's from the time index.
+        return [Build.end_time.is_(None)] if unbounded else [or_(*unfinished)]
+    if unbounded:
         return []
     return [or_(and_(*finished), *unfinished)]
 
