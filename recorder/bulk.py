@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 class ImportSummary:
     stored: int = 0
     duplicates: int = 0
-    unparsed: int = 0
+    # Files stored as received but not read as Zuul status, with the reason.
+    unparsed: list[tuple[str, str]] = field(default_factory=list)
+    # Files not stored at all, with the reason.
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"{self.stored} stored, {self.duplicates} duplicates, "
-            f"{self.unparsed} kept unparsed, {len(self.failures)} failed"
+            f"{len(self.unparsed)} kept unparsed, {len(self.failures)} failed"
         )
 
 
@@ -90,8 +92,7 @@ def _count(summary: ImportSummary, outcome: str, name: str) -> None:
     elif outcome in ("duplicate", "unchanged"):
         summary.duplicates += 1
     else:
-        summary.unparsed += 1
-        summary.failures.append((name, "not Zuul status; body kept unparsed"))
+        summary.unparsed.append((name, "not Zuul status; body kept unparsed"))
 
 
 def _mtime(path: Path) -> datetime:

@@ -39,12 +39,16 @@ class ZuulStatusGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from alembic.util.exc import CommandError
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+        from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
         try:
             return super().invoke(ctx)
         except (ConfigError, CommandError) as error:
             raise click.ClickException(str(error)) from None
+        except DBAPIError as error:
+            # The driver's own words, without SQLAlchemy's statement and link.
+            reason = str(error.orig).strip().splitlines() or [type(error).__name__]
+            raise click.ClickException(f"database unusable: {reason[0]}") from None
         except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as error:
             raise click.ClickException(f"unusable database URL: {error}") from None
         except OSError as error:
@@ -131,8 +135,27 @@ def record(context: Context, once: bool) -> None:
 
 
 def _require_schema(database_url: str) -> None:
+    """Refuse to go on unless the database exists and is fully migrated.
+
+    A missing SQLite file is not created: a typo in the path must not leave
+    an empty database behind.
+    """
+    from sqlalchemy.engine import make_url
+
+    from recorder.db import normalise_url
     from recorder.migrate import is_current
 
+    url = make_url(normalise_url(database_url))
+    database = url.database or ""
+    if (
+        url.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    ):
+        raise click.ClickException(
+            f"no database at {database}: run `zuul-status db upgrade` to create it"
+        )
     if not is_current(database_url):
         raise click.ClickException(
             "the database schema is missing or old: run `zuul-status db upgrade`"
@@ -157,16 +180,22 @@ def import_(
 ) -> None:
     """Store saved status bodies as snapshots of SOURCE."""
     from recorder.bulk import import_files
+    from recorder.settings import check_source_name
 
+    check_source_name(source_name, "--source")
+
+    _require_schema(context.settings.database_url)
     if taken_at is not None and taken_at.tzinfo is None:
         taken_at = taken_at.replace(tzinfo=UTC)
     summary = import_files(
         context.settings, source_name, [Path(f) for f in files], taken_at
     )
     click.echo(summary.line())
+    for name, reason in summary.unparsed:
+        click.echo(f"  kept unparsed: {name}: {reason}", err=True)
     for name, reason in summary.failures:
         click.echo(f"  failed: {name}: {reason}", err=True)
-    if summary.failures:
+    if summary.failures or summary.unparsed:
         sys.exit(1)
 
 
@@ -177,6 +206,7 @@ def reindex(context: Context, source_name: str | None) -> None:
     """Rebuild every derived row from the stored bodies."""
     from recorder.bulk import reindex as run_reindex
 
+    _require_schema(context.settings.database_url)
     click.echo(run_reindex(context.settings, source_name))
 
 
@@ -193,6 +223,7 @@ def prune(context: Context, dry_run: bool, vacuum: bool) -> None:
     from recorder.retention import vacuum as run_vacuum
 
     settings = context.settings
+    _require_schema(settings.database_url)
     engine = make_engine(settings.database_url, writer=True)
     before = _database_size(engine)
     with session_scope(make_sessionmaker(engine)) as session:
@@ -231,6 +262,7 @@ def export_csv(context: Context, output: str, **filters) -> None:
     args |= {"to": filters["until"]}
     try:
         parsed = export.parse_filters(args)
+        _require_schema(context.settings.database_url)
         with click.open_file(output, "wb") as stream:
             rows = export.export_csv(context.settings.database_url, parsed, stream)
     except export.FilterError as error:
@@ -275,6 +307,7 @@ def web(context: Context, host: str, port: int) -> None:
     """Serve the web UI with Flask's development server (production: uWSGI)."""
     from webui import create_app
 
+    _require_schema(context.settings.database_url)
     create_app(context.settings).run(host=host, port=port, threaded=True)
 
 

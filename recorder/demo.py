@@ -36,7 +36,7 @@ def write_config(directory: Path, upstream_port: int) -> Path:
         f'database_url = "sqlite:///{database}"\n\n'
         "[[sources]]\n"
         'name = "demo"\n'
-        f'url = "http://127.0.0.1:{upstream_port}/api/tenant/demo/status"\n'
+        f'url = "{_status_url(upstream_port)}"\n'
         f"interval = {POLL_INTERVAL_S}\n"
         "deadline = 8\n"
     )
@@ -56,23 +56,23 @@ def run_demo(directory: Path, web_port: int) -> int:
     upgrade(database_url)
 
     command = [sys.executable, "-m", "recorder", "--config", str(config)]
-    children = [
-        subprocess.Popen(
-            [
-                *command,
-                "fake-upstream",
-                str(sample),
-                "--port",
-                str(upstream_port),
-                "--speed",
-                "1",
-            ]
-        ),
-        subprocess.Popen([*command, "record"]),
-        subprocess.Popen([*command, "web", "--port", str(web_port)]),
+    upstream = [
+        *command,
+        "fake-upstream",
+        str(sample),
+        "--port",
+        str(upstream_port),
+        "--speed",
+        "1",
     ]
     url = f"http://127.0.0.1:{web_port}/"
+    children = []
     try:
+        children.append(subprocess.Popen(upstream))
+        # The recorder's first poll must find the fake upstream listening.
+        _wait_for_upstream(_status_url(upstream_port), children[0])
+        children.append(subprocess.Popen([*command, "record"]))
+        children.append(subprocess.Popen([*command, "web", "--port", str(web_port)]))
         _wait_until_ready(database_url, url, children)
         print(
             f"\nzuul-status demo is running: open {url}\n"
@@ -87,6 +87,24 @@ def run_demo(directory: Path, web_port: int) -> int:
         return 0
     finally:
         _stop(children)
+
+
+def _status_url(upstream_port: int) -> str:
+    return f"http://127.0.0.1:{upstream_port}/api/tenant/demo/status"
+
+
+def _wait_for_upstream(url: str, upstream) -> None:
+    """Return once the fake upstream answers ``url``; exit if it cannot."""
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < deadline:
+        if upstream.poll() is not None:
+            raise SystemExit("the fake upstream exited early; see the messages above")
+        if _answers(url):
+            return
+        time.sleep(0.1)
+    raise SystemExit(
+        f"the fake upstream did not answer within {STARTUP_DEADLINE_S:g} s"
+    )
 
 
 def _wait_until_ready(database_url: str, url: str, children) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -81,6 +82,9 @@ def load_settings(
     explicit = path is not None or "ZUUL_STATUS_CONFIG" in environ
     config_path = Path(path or environ.get("ZUUL_STATUS_CONFIG") or DEFAULT_CONFIG_PATH)
     data = _read_toml(config_path, required=explicit)
+    if environ.get("ZUUL_STATUS_URL"):
+        # The environment's URL replaces the file's sources, unread.
+        data = {key: value for key, value in data.items() if key != "sources"}
     settings = settings_from_mapping(data, where=str(config_path))
 
     if environ.get("ZUUL_STATUS_DATABASE_URL"):
@@ -119,6 +123,15 @@ def source_name_from_url(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:100]
 
 
+def check_source_name(name: object, where: str) -> str:
+    """``name`` if it can name a source (it appears in URLs); ConfigError if not."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{where} must be 1-100 letters, digits, '.', '_' or '-', got {name!r}"
+        )
+    return name
+
+
 def _read_toml(path: Path, required: bool) -> dict:
     try:
         with path.open("rb") as stream:
@@ -129,6 +142,10 @@ def _read_toml(path: Path, required: bool) -> dict:
         return {}
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not valid TOML: byte {error.start} is not UTF-8"
+        ) from None
 
 
 def _source(raw: Mapping, where: str) -> SourceSettings:
@@ -138,11 +155,7 @@ def _source(raw: Mapping, where: str) -> SourceSettings:
         | {"web_root"},
         where,
     )
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise ConfigError(
-            f"{where}: 'name' must be 1-100 letters, digits, '.', '_' or '-'"
-        )
+    name = check_source_name(raw.get("name"), f"{where}: 'name'")
     if "url" not in raw:
         raise ConfigError(f"{where}: 'url' is required")
     source = SourceSettings(
@@ -184,17 +197,31 @@ def _check_url(url: object, where: str = "ZUUL_STATUS_URL") -> str:
 
 
 def _positive(raw: Mapping, key: str, default: float, where: str) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive number, got {value!r}")
-    return float(value)
+    value = _finite(raw, key, default)
+    if value is None or value <= 0:
+        raise ConfigError(
+            f"{where}: '{key}' must be a finite positive number, got {raw[key]!r}"
+        )
+    return value
 
 
 def _non_negative(raw: Mapping, key: str, default: float, where: str) -> float:
+    value = _finite(raw, key, default)
+    if value is None or value < 0:
+        raise ConfigError(
+            f"{where}: '{key}' must be a finite number >= 0, got {raw[key]!r}"
+        )
+    return value
+
+
+def _finite(raw: Mapping, key: str, default: float) -> float | None:
+    """The setting as a float; None unless it is a finite number (TOML has nan, inf)."""
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{where}: '{key}' must be a number >= 0, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and abs(value) > 2**53:
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _list_of_tables(value: object, where: str) -> list[Mapping]:
