@@ -113,3 +113,25 @@ def test_0002_moves_visible_builds_to_null_and_back(empty_database_url):
         "2026-05-01 12:00:00",
         "2026-05-01 12:01:00",
     ]
+
+
+def test_0003_widens_the_job_index_with_the_wait_and_narrows_it_back(
+    empty_database_url,
+):
+    def job_index() -> list[str]:
+        engine = make_engine(empty_database_url)
+        try:
+            indexes = inspect(engine).get_indexes("builds")
+        finally:
+            engine.dispose()
+        return next(
+            i["column_names"] for i in indexes if i["name"] == "ix_builds_job_end"
+        )
+
+    narrow = ["job", "end_time", "duration_s", "result"]
+    upgrade(empty_database_url, "0002")
+    assert job_index() == narrow
+    upgrade(empty_database_url, "0003")
+    assert job_index() == [*narrow, "enqueue_time", "start_time"]
+    downgrade(empty_database_url, "0002")
+    assert job_index() == narrow
