@@ -386,17 +386,28 @@ def approx(value: float) -> object:
 # --- /jobs ----------------------------------------------------------------------
 
 
+# Every build of the history, asked for in ways that SQLite answers along
+# different paths: the whole range; a range with a start (the job index);
+# the same with a filter outside that index (the time index).
+EVERY_BUILD = [
+    {"range": "all"},
+    {"from": "2000-01-01"},
+    {"from": "2000-01-01", "source": SOURCE},
+]
+
+
+@pytest.mark.parametrize("args", EVERY_BUILD, ids=lambda args: "&".join(args))
 def test_job_statistics_equal_the_ones_computed_from_the_planned_builds(
-    recorded, history
+    recorded, history, args
 ):
     client = make_client(recorded)
-    response = client.get("/jobs?range=all")
+    response = client.get("/jobs", query_string=args)
     assert response.status_code == 200
 
     with make_sessionmaker(make_engine(recorded))() as session:
         from recorder import export
 
-        filters = export.parse_filters({"range": "all"})
+        filters = export.parse_filters(args)
         stats = {entry.job: entry for entry in job_queries.job_stats(session, filters)}
     for name in ("tempest-full", "tox-py311", "grenade", *FORMULA_JOBS):
         builds = history.of_job(name)
@@ -492,7 +503,10 @@ def test_the_failure_rate_counts_only_builds_that_finished_with_a_result(client)
     # build is a run but not finished.
     assert re.search(r"<dt>runs</dt><dd>11</dd>", html)
     assert re.search(r"<dt>failure</dt><dd class=\"bad\">30.0 %</dd>", html)
-    assert "10 finished with a result; 10 started and ended" in html
+    assert (
+        "10 runs finished with a result; "
+        "durations are from the 10 runs that started and ended." in html
+    )
 
 
 @pytest.mark.parametrize(
@@ -713,3 +727,32 @@ def test_an_unknown_job_is_a_not_found_page(client):
 
     assert response.status_code == 404
     assert "no run of job" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("finished", "timed", "expected"),
+    [
+        (
+            0,
+            0,
+            "No run finished with a result; none started and ended, so there "
+            "are no durations.",
+        ),
+        (
+            1,
+            1,
+            "1 run finished with a result; durations are from the 1 run that "
+            "started and ended.",
+        ),
+        (
+            3,
+            0,
+            "3 runs finished with a result; none started and ended, so there "
+            "are no durations.",
+        ),
+    ],
+)
+def test_the_runs_note_reads_right_for_none_one_and_many(finished, timed, expected):
+    from webui.jobs import runs_note
+
+    assert runs_note(finished, timed) == expected

@@ -25,7 +25,7 @@ from recorder import export
 from recorder.db import session_scope
 from recorder.export import BuildFilters, FilterError, UnknownSource
 from recorder.models import Source
-from webui import handle_error, job_queries
+from webui import handle_error, job_queries, zones
 from webui.views import _int_arg, _session
 
 jobs = Blueprint("jobs", __name__)
@@ -100,6 +100,7 @@ def job_page(name: str) -> str:
         paged=before is not None,
         sources=sources,
         chart=_chart_json(history),
+        runs_note=runs_note(history.stats.finished, history.stats.timed),
     )
 
 
@@ -212,7 +213,25 @@ def _chart_json(history: job_queries.JobHistory) -> dict:
         "periods": periods,
         "period": history.period,
         "sampled": history.sampled,
+        "zone": zones.zone_name(),
     }
+
+
+def runs_note(finished: int, timed: int) -> str:
+    """Which runs the statistics are over, in words that fit 0, 1 or many."""
+    results = f"{_count_runs(finished)} finished with a result"
+    if timed == 0:
+        durations = "none started and ended, so there are no durations"
+    else:
+        timed_runs = _count_runs(timed)
+        durations = f"durations are from the {timed_runs} that started and ended"
+    return f"{results[0].upper()}{results[1:]}; {durations}."
+
+
+def _count_runs(count: int) -> str:
+    if count == 0:
+        return "no run"
+    return "1 run" if count == 1 else f"{count} runs"
 
 
 def _run_json(run: job_queries.Run) -> dict:
@@ -239,7 +258,8 @@ def format_percent(share: float | None) -> str:
 
 @jobs.app_template_filter("job_time")
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """``2026-05-04 10:00 CEST``: to the minute, in the reader's zone."""
+    return moment.astimezone(zones.reader_zone()).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @jobs.app_template_filter("job_iso")

@@ -37,7 +37,12 @@ class Attempt:
     state: str
     result: str | None
     css: str | None
-    queued: Moment
+    # Where the build (or the wait for it) was first seen, and in what state:
+    # ``queued`` unless Zuul's start time says it had already started then.
+    first_seen: Moment
+    first_state: str
+    # None when the build was never seen queued.
+    queued: Moment | None
     started: Moment | None
     ended: Moment | None
     last_seen: Moment
@@ -234,15 +239,20 @@ def _attempt(row, number: int, clock: SnapshotClock, until) -> Attempt:
         if started is not None and _after(started, clock, until):
             started = None
     state = "finished" if result is not None else "running" if started else "waiting"
+    first_seen = clock.moment(row.first_snapshot_id, row.first_seen)
+    first_state = _first_state(row, clock)
     waited = None
-    if row.start_time is not None and row.start_time >= row.first_seen - _SLACK:
-        waited = max((row.start_time - row.first_seen).total_seconds(), 0.0)
+    if first_state == "queued" and row.start_time is not None:
+        start = row.start_time - clock.offset
+        waited = max((start - row.first_seen).total_seconds(), 0.0)
     return Attempt(
         number=number,
         state=state,
         result=result,
         css=result_class(result) if result else ("run" if started else "wait"),
-        queued=clock.moment(row.first_snapshot_id, row.first_seen),
+        first_seen=first_seen,
+        first_state=first_state,
+        queued=first_seen if first_state == "queued" else None,
         started=started,
         ended=ended,
         last_seen=last_seen,
@@ -250,6 +260,20 @@ def _attempt(row, number: int, clock: SnapshotClock, until) -> Attempt:
         waited_s=waited if started is not None else None,
         log_url=http_url(row.log_url),
     )
+
+
+def _first_state(row, clock: SnapshotClock) -> str:
+    """``queued``, ``running`` or ``finished``: the build when first seen.
+
+    Zuul's start and end times, moved to our clock, say whether the build had
+    already started (or ended) before the snapshot that first showed it.
+    """
+    first_seen = row.first_seen - _SLACK
+    if row.end_time is not None and row.end_time - clock.offset < first_seen:
+        return "finished"
+    if row.start_time is not None and row.start_time - clock.offset < first_seen:
+        return "running"
+    return "queued"
 
 
 def _result(jobs: list[JobStory], still_there: bool) -> tuple[str, str | None]:
@@ -276,8 +300,8 @@ def _restarts(jobs) -> list[Restart]:
     restarts: dict[int | None, Restart] = {}
     for job in jobs:
         for attempt in job.attempts[1:]:
-            key = attempt.queued.snapshot_id
-            restart = restarts.setdefault(key, Restart(attempt.queued, []))
+            key = attempt.first_seen.snapshot_id
+            restart = restarts.setdefault(key, Restart(attempt.first_seen, []))
             restart.jobs.append(job.name)
     return sorted(restarts.values(), key=lambda r: (r.at.at is None, r.at.at))
 

@@ -181,8 +181,7 @@ def gaps(polls: Sequence, zone: tzinfo = UTC) -> list[Gap]:
 def describe_gap(gap: Gap, zone: tzinfo = UTC) -> str:
     """``upstream unreachable 10:02-10:15, 14 polls failed (connection refused)``."""
     what, verb = _GAP_WORDS[gap.kind]
-    first, last = _clock(gap.first_at, zone), _clock(gap.last_at, zone)
-    when = first if first == last else f"{first}-{last}"
+    when = _span(gap.first_at, gap.last_at, zone)
     polls = "1 poll" if gap.polls == 1 else f"{gap.polls} polls"
     reason = f" ({gap.error})" if gap.error else ""
     return f"{what} {when}, {polls} {verb}{reason}"
@@ -261,7 +260,7 @@ def _columns(targets, values, lanes, start, bins, zone) -> list[Column]:
     for first, last, target in runs:
         shown = ", ".join(f"{name} {values[name][last]}" for name in lanes)
         since, until = start + first * BIN, start + (last + 1) * BIN
-        when = f"{_clock(since, zone)}-{_clock(until, zone)}"
+        when = _span(since, until, zone)
         x = round(PLOT_X + first * step, 1)
         width = round((last + 1 - first) * step, 1)
         columns.append(Column(x, width, target, f"{when} {shown}".strip()))
@@ -290,8 +289,29 @@ def _scale(start: datetime, end: datetime):
     return x_of
 
 
-def _clock(moment: datetime, zone: tzinfo) -> str:
-    return moment.astimezone(zone).strftime("%H:%M")
+def _span(since: datetime, until: datetime, zone: tzinfo) -> str:
+    """``10:00-10:05`` in ``zone``, written so that it reads in order.
+
+    A span over midnight names its days (one that ends at midnight ends at
+    24:00), and one over a change of offset names the zone at each end.
+    """
+    first, last = since.astimezone(zone), until.astimezone(zone)
+    first_text, last_text = first.strftime("%H:%M"), last.strftime("%H:%M")
+    days_apart = (last.date() - first.date()).days
+    if days_apart == 1 and last_text == "00:00":
+        last_text, days_apart = "24:00", 0
+    same_offset = first.utcoffset() == last.utcoffset()
+    if first_text == last_text and not days_apart and same_offset:
+        return first_text
+    if same_offset and not days_apart:
+        return f"{first_text}-{last_text}"
+    if days_apart:
+        first_text = first.strftime("%Y-%m-%d ") + first_text
+        last_text = last.strftime("%Y-%m-%d ") + last_text
+    if not same_offset:
+        first_text += first.strftime(" %Z")
+        last_text += last.strftime(" %Z")
+    return f"{first_text} to {last_text}"
 
 
 def _ceil(moment: datetime) -> datetime:

@@ -21,7 +21,22 @@
     });
   }
 
-  function utc(ms) {
+  // Times in the reader's zone (the page's), as "2026-05-04 10:00".
+  var zone = data.zone || "UTC";
+  var clock = null;
+  try {
+    clock = new Intl.DateTimeFormat("sv-SE", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23"
+    });
+  } catch (error) {
+    zone = "UTC";
+  }
+
+  function local(ms) {
+    if (clock) {
+      return clock.format(new Date(ms));
+    }
     return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
   }
 
@@ -83,7 +98,7 @@
       normalized: true,
       maintainAspectRatio: false,
       scales: {
-        x: { type: "linear", ticks: { callback: utc, maxTicksLimit: 8 } },
+        x: { type: "linear", ticks: { callback: local, maxTicksLimit: 8 } },
         y: { beginAtZero: true, ticks: { callback: seconds } }
       },
       plugins: {
@@ -91,7 +106,7 @@
           callbacks: {
             label: function (item) {
               return item.dataset.label + ": " + seconds(item.parsed.y) +
-                " at " + utc(item.parsed.x) + " UTC";
+                " at " + local(item.parsed.x) + " " + zone;
             }
           }
         }
@@ -102,8 +117,9 @@
   new Chart(document.getElementById("runs-chart"), {
     type: "bar",
     data: {
+      // Periods start on the UTC clock: elsewhere a day is labelled with its hour.
       labels: data.periods.map(function (entry) {
-        return utc(entry.t).slice(0, period === "hour" ? 16 : 10);
+        return local(entry.t).slice(0, period === "hour" || zone !== "UTC" ? 16 : 10);
       }),
       datasets: [
         {
