@@ -58,12 +58,17 @@ def encode_in_background(
     The database is read here; the compression itself runs in a worker
     thread, and the returned future gives the ``Snapshot`` column values.
     """
-    recent = session.execute(
-        select(Snapshot.id, Snapshot.encoding, Snapshot.sha256)
-        .where(Snapshot.source_id == source_id)
-        .order_by(Snapshot.id.desc())
-        .limit(CHAIN_LENGTH)
-    ).all()
+    table = Snapshot.__table__.c
+    recent = (
+        session.connection()
+        .execute(
+            select(table.id, table.encoding, table.sha256)
+            .where(table.source_id == source_id)
+            .order_by(table.id.desc())
+            .limit(CHAIN_LENGTH)
+        )
+        .all()
+    )
     fulls = [i for i, row in enumerate(recent) if row.encoding == codec.FULL]
     if not fulls or fulls[0] + 1 >= CHAIN_LENGTH:
         base_id, base = None, None

@@ -117,13 +117,19 @@ def store_body(
         return StoreResult("unchanged", latest.id, latest.parse_error)
 
     # Compression runs in another thread (zstd releases the GIL) while this
-    # one parses: on two cores the slower of the two sets the pace, not both.
+    # one parses and derives the rows: on two cores the slower of the two sets
+    # the pace, not both. Everything that needs no database comes before the
+    # wait for the compressed body, so that the worker, which gets the GIL
+    # only at a switch interval, has finished by then.
     encoding = chain.encode_in_background(session, source.id, body, sha)
     try:
         status = parse_status(body)
         parse_error = None
     except ParseError as exc:
         status, parse_error = None, str(exc)
+    if status is not None:
+        counts = count_rows(status)
+        rows = build_rows(status, web_root)
     previous = latest
     if previous is not None and previous.parse_error is not None:
         previous = _latest_row(session, source.id)
@@ -139,14 +145,15 @@ def store_body(
         **encoding.result(),
     )
     columns = {name: getattr(snapshot, name) for name in _SNAPSHOT_COLUMNS}
-    snapshot.id = session.execute(
-        insert(_SNAPSHOTS).values(columns).returning(_SNAPSHOTS.c.id)
-    ).scalar_one()
+    snapshot.id = (
+        session.connection()
+        .execute(insert(_SNAPSHOTS).values(columns).returning(_SNAPSHOTS.c.id))
+        .scalar_one()
+    )
 
     if status is None:
         return StoreResult("unparsed", snapshot.id, parse_error)
-    store_counts(session, snapshot, status)
-    rows = build_rows(status, web_root)
+    insert_counts(session, snapshot, counts)
     previous_id = previous.id if previous is not None else None
     update_builds(session, snapshot, rows, previous_id, cache)
     return StoreResult("stored", snapshot.id, status=status)
@@ -158,22 +165,27 @@ _SNAPSHOT_COLUMNS = [column.name for column in _SNAPSHOTS.c if column.name != "i
 
 def _latest_row(session: Session, source_id: int, parsed_only: bool = True):
     """``latest_snapshot`` without the body: the columns storing compares."""
+    table = _SNAPSHOTS.c
     query = select(
-        Snapshot.id,
-        Snapshot.sha256,
-        Snapshot.taken_at,
-        Snapshot.last_taken_at,
-        Snapshot.parse_error,
-    ).where(Snapshot.source_id == source_id)
+        table.id, table.sha256, table.taken_at, table.last_taken_at, table.parse_error
+    ).where(table.source_id == source_id)
     if parsed_only:
-        query = query.where(Snapshot.parse_error.is_(None))
-    return session.execute(
-        query.order_by(Snapshot.taken_at.desc(), Snapshot.id.desc()).limit(1)
-    ).first()
+        query = query.where(table.parse_error.is_(None))
+    # Core on the session's connection: the ORM's layer costs more than the query.
+    return (
+        session.connection()
+        .execute(query.order_by(table.taken_at.desc(), table.id.desc()).limit(1))
+        .first()
+    )
 
 
 def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
     """One row of item and job counts per non-empty pipeline of the snapshot."""
+    insert_counts(session, snapshot, count_rows(status))
+
+
+def count_rows(status: Status) -> list[dict]:
+    """Items and running/waiting/finished jobs of each non-empty pipeline."""
     counts = []
     for pipeline in status.pipelines:
         items = list(pipeline.items)
@@ -189,7 +201,12 @@ def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
                 merged[row["pipeline"]][name] += row[name]
         else:
             merged[row["pipeline"]] = row
-    if merged:
+    return list(merged.values())
+
+
+def insert_counts(session: Session, snapshot: Snapshot, counts: list[dict]) -> None:
+    """Insert the rows of :func:`count_rows` for ``snapshot``."""
+    if counts:
         session.connection().execute(
             insert(PipelineCount.__table__),
             [
@@ -199,7 +216,7 @@ def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
                     "source_id": snapshot.source_id,
                     "taken_at": snapshot.taken_at,
                 }
-                for row in merged.values()
+                for row in counts
             ],
         )
 
@@ -410,10 +427,11 @@ def _known_elsewhere(
     known: dict[str, int] = {}
     ordered = sorted(wanted)
     for start in range(0, len(ordered), 500):
-        query = select(Build.key, Build.id).where(
-            Build.source_id == source_id, Build.key.in_(ordered[start : start + 500])
+        query = select(_BUILDS.c.key, _BUILDS.c.id).where(
+            _BUILDS.c.source_id == source_id,
+            _BUILDS.c.key.in_(ordered[start : start + 500]),
         )
-        known.update((row.key, row.id) for row in session.execute(query))
+        known.update(session.connection().execute(query).all())
     return known
 
 
@@ -467,9 +485,8 @@ def _close_gone(session, previous_id, cache, seen) -> None:
     seen_ids = {build_id for build_id, _ in seen.values()}
     gone = [build_id for build_id, _ in cache.rows.values() if build_id not in seen_ids]
     for start in range(0, len(gone), 500):
-        session.execute(
-            update(Build)
-            .where(Build.id.in_(gone[start : start + 500]))
+        session.connection().execute(
+            update(_BUILDS)
+            .where(_BUILDS.c.id.in_(gone[start : start + 500]))
             .values(last_snapshot_id=previous_id, last_seen=cache.seen_at)
-            .execution_options(synchronize_session=False)
         )
