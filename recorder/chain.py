@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from recorder import codec
@@ -47,6 +47,14 @@ class BodyCache:
 
 
 body_cache = BodyCache()
+_TABLE = Snapshot.__table__.c
+# Built once: building it costs more than running it.
+_RECENT = (
+    select(_TABLE.id, _TABLE.encoding, _TABLE.sha256)
+    .where(_TABLE.source_id == bindparam("source_id"))
+    .order_by(_TABLE.id.desc())
+    .limit(CHAIN_LENGTH)
+)
 _compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zuul-status-zstd")
 
 
@@ -58,17 +66,7 @@ def encode_in_background(
     The database is read here; the compression itself runs in a worker
     thread, and the returned future gives the ``Snapshot`` column values.
     """
-    table = Snapshot.__table__.c
-    recent = (
-        session.connection()
-        .execute(
-            select(table.id, table.encoding, table.sha256)
-            .where(table.source_id == source_id)
-            .order_by(table.id.desc())
-            .limit(CHAIN_LENGTH)
-        )
-        .all()
-    )
+    recent = session.connection().execute(_RECENT, {"source_id": source_id}).all()
     fulls = [i for i, row in enumerate(recent) if row.encoding == codec.FULL]
     if not fulls or fulls[0] + 1 >= CHAIN_LENGTH:
         base_id, base = None, None

@@ -54,7 +54,7 @@ class StoreResult:
 
 
 def get_or_create_source(session: Session, name: str, url: str) -> Source:
-    source = session.scalar(select(Source).where(Source.name == name))
+    source = session.scalar(_SOURCE_BY_NAME, {"name": name})
     if source is None:
         source = Source(name=name, url=url)
         session.add(source)
@@ -108,11 +108,8 @@ def store_body(
     latest = _latest_row(session, source.id, parsed_only=False)
     if latest is not None and latest.sha256 == sha and latest.taken_at <= taken_at:
         if taken_at > latest.last_taken_at:
-            session.execute(
-                update(Snapshot)
-                .where(Snapshot.id == latest.id)
-                .values(last_taken_at=taken_at)
-                .execution_options(synchronize_session=False)
+            session.connection().execute(
+                _SEEN_AGAIN, {"snapshot_id": latest.id, "seen": taken_at}
             )
         return StoreResult("unchanged", latest.id, latest.parse_error)
 
@@ -145,11 +142,7 @@ def store_body(
         **encoding.result(),
     )
     columns = {name: getattr(snapshot, name) for name in _SNAPSHOT_COLUMNS}
-    snapshot.id = (
-        session.connection()
-        .execute(insert(_SNAPSHOTS).values(columns).returning(_SNAPSHOTS.c.id))
-        .scalar_one()
-    )
+    snapshot.id = session.connection().execute(_INSERT_SNAPSHOT, columns).scalar_one()
 
     if status is None:
         return StoreResult("unparsed", snapshot.id, parse_error)
@@ -161,22 +154,47 @@ def store_body(
 
 _SNAPSHOTS = Snapshot.__table__
 _SNAPSHOT_COLUMNS = [column.name for column in _SNAPSHOTS.c if column.name != "id"]
+_BUILDS = Build.__table__
+
+# The statements of every stored snapshot, built once with bound parameters:
+# building a statement costs several times what SQLite takes to run it.
+_SOURCE_BY_NAME = select(Source).where(Source.name == bindparam("name"))
+_INSERT_SNAPSHOT = insert(_SNAPSHOTS).returning(_SNAPSHOTS.c.id)
+_SEEN_AGAIN = (
+    update(_SNAPSHOTS)
+    .where(_SNAPSHOTS.c.id == bindparam("snapshot_id"))
+    .values(last_taken_at=bindparam("seen"))
+)
+_LATEST_ROW = (
+    select(
+        _SNAPSHOTS.c.id,
+        _SNAPSHOTS.c.sha256,
+        _SNAPSHOTS.c.taken_at,
+        _SNAPSHOTS.c.last_taken_at,
+        _SNAPSHOTS.c.parse_error,
+    )
+    .where(_SNAPSHOTS.c.source_id == bindparam("source_id"))
+    .order_by(_SNAPSHOTS.c.taken_at.desc(), _SNAPSHOTS.c.id.desc())
+    .limit(1)
+)
+_LATEST_PARSED_ROW = _LATEST_ROW.where(_SNAPSHOTS.c.parse_error.is_(None))
+_INSERT_COUNTS = insert(PipelineCount.__table__)
+_INSERT_BUILDS = insert(_BUILDS).returning(_BUILDS.c.id, _BUILDS.c.key)
+_BUILDS_BY_KEY = select(_BUILDS.c.key, _BUILDS.c.id).where(
+    _BUILDS.c.source_id == bindparam("source_id"),
+    _BUILDS.c.key.in_(bindparam("keys", expanding=True)),
+)
+_CLOSE_BUILDS = (
+    update(_BUILDS)
+    .where(_BUILDS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(last_snapshot_id=bindparam("closing_id"), last_seen=bindparam("seen"))
+)
 
 
 def _latest_row(session: Session, source_id: int, parsed_only: bool = True):
     """``latest_snapshot`` without the body: the columns storing compares."""
-    table = _SNAPSHOTS.c
-    query = select(
-        table.id, table.sha256, table.taken_at, table.last_taken_at, table.parse_error
-    ).where(table.source_id == source_id)
-    if parsed_only:
-        query = query.where(table.parse_error.is_(None))
-    # Core on the session's connection: the ORM's layer costs more than the query.
-    return (
-        session.connection()
-        .execute(query.order_by(table.taken_at.desc(), table.id.desc()).limit(1))
-        .first()
-    )
+    query = _LATEST_PARSED_ROW if parsed_only else _LATEST_ROW
+    return session.connection().execute(query, {"source_id": source_id}).first()
 
 
 def store_counts(session: Session, snapshot: Snapshot, status: Status) -> None:
@@ -208,7 +226,7 @@ def insert_counts(session: Session, snapshot: Snapshot, counts: list[dict]) -> N
     """Insert the rows of :func:`count_rows` for ``snapshot``."""
     if counts:
         session.connection().execute(
-            insert(PipelineCount.__table__),
+            _INSERT_COUNTS,
             [
                 row
                 | {
@@ -401,7 +419,7 @@ def update_builds(
         session.connection().execute(_update_statement(columns), changes)
     if inserts:
         created = session.connection().execute(
-            insert(_BUILDS).returning(_BUILDS.c.id, _BUILDS.c.key),
+            _INSERT_BUILDS,
             inserts,
             # Rows with None in different columns would otherwise be sent one
             # at a time, each result spliced onto the last: quadratic time.
@@ -427,15 +445,12 @@ def _known_elsewhere(
     known: dict[str, int] = {}
     ordered = sorted(wanted)
     for start in range(0, len(ordered), 500):
-        query = select(_BUILDS.c.key, _BUILDS.c.id).where(
-            _BUILDS.c.source_id == source_id,
-            _BUILDS.c.key.in_(ordered[start : start + 500]),
+        keys = ordered[start : start + 500]
+        found = session.connection().execute(
+            _BUILDS_BY_KEY, {"source_id": source_id, "keys": keys}
         )
-        known.update(session.connection().execute(query).all())
+        known.update(found.all())
     return known
-
-
-_BUILDS = Build.__table__
 
 
 @functools.lru_cache(maxsize=256)
@@ -485,8 +500,5 @@ def _close_gone(session, previous_id, cache, seen) -> None:
     seen_ids = {build_id for build_id, _ in seen.values()}
     gone = [build_id for build_id, _ in cache.rows.values() if build_id not in seen_ids]
     for start in range(0, len(gone), 500):
-        session.connection().execute(
-            update(_BUILDS)
-            .where(_BUILDS.c.id.in_(gone[start : start + 500]))
-            .values(last_snapshot_id=previous_id, last_seen=cache.seen_at)
-        )
+        closing = {"ids": gone[start : start + 500], "closing_id": previous_id}
+        session.connection().execute(_CLOSE_BUILDS, closing | {"seen": cache.seen_at})
