@@ -41,9 +41,11 @@ class ZuulStatusGroup(click.Group):
         from alembic.util.exc import CommandError
         from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+        from recorder.leader import SourceBusy
+
         try:
             return super().invoke(ctx)
-        except (ConfigError, CommandError) as error:
+        except (ConfigError, CommandError, SourceBusy) as error:
             raise click.ClickException(str(error)) from None
         except DBAPIError as error:
             # The driver's own words, without SQLAlchemy's statement and link.
@@ -178,19 +180,38 @@ def _require_schema(database_url: str) -> None:
 def import_(
     context: Context, source_name: str, taken_at: datetime | None, files
 ) -> None:
-    """Store saved status bodies as snapshots of SOURCE."""
-    from recorder.bulk import import_files
+    """Store saved status bodies as snapshots of SOURCE.
+
+    Bodies may be imported in any order: one older than the newest stored
+    snapshot is fitted into the history where its time falls, and the
+    derived rows of SOURCE are then rebuilt.
+    """
+    from recorder.bulk import format_time, import_files, time_problem
     from recorder.settings import check_source_name
 
     check_source_name(source_name, "--source")
+    if taken_at is not None:
+        if len(files) > 1:
+            raise click.UsageError(
+                f"--taken-at gives one time, but {len(files)} FILEs were given: "
+                "import one FILE at a time with it, or drop it to use each "
+                "file's modification time"
+            )
+        if taken_at.tzinfo is None:
+            taken_at = taken_at.replace(tzinfo=UTC)
+        problem = time_problem(taken_at)
+        if problem is not None:
+            raise click.BadParameter(
+                f"{format_time(taken_at)} is {problem}", param_hint="'--taken-at'"
+            )
 
     _require_schema(context.settings.database_url)
-    if taken_at is not None and taken_at.tzinfo is None:
-        taken_at = taken_at.replace(tzinfo=UTC)
     summary = import_files(
         context.settings, source_name, [Path(f) for f in files], taken_at
     )
     click.echo(summary.line())
+    if summary.rebuilt is not None:
+        click.echo(summary.rebuilt_line())
     for name, reason in summary.unparsed:
         click.echo(f"  kept unparsed: {name}: {reason}", err=True)
     for name, reason in summary.failures:
@@ -247,14 +268,29 @@ def prune(context: Context, dry_run: bool, vacuum: bool) -> None:
     "--range",
     "range_name",
     type=click.Choice(["day", "week", "month", "all"]),
-    help="Up to the newest snapshot [default: week, unless --from or --to]",
+    help="Up to the newest snapshot; not with --from or --to "
+    "[default: week, unless --from or --to]",
 )
-@click.option("--from", "since", help="From this ISO 8601 date or time (UTC).")
-@click.option("--to", "until", help="Until this date (included) or time (UTC).")
+@click.option(
+    "--from",
+    "since",
+    help="From this ISO 8601 date or time; UTC unless it has an offset.",
+)
+@click.option(
+    "--to",
+    "until",
+    help="Until this date (included) or time; UTC unless it has an offset.",
+)
 @click.option("-o", "--output", default="-", type=click.Path(dir_okay=False))
 @pass_context
 def export_csv(context: Context, output: str, **filters) -> None:
-    """Write build timings as CSV, as /export/builds.csv does with the same filters."""
+    """Write build timings as CSV, as /export/builds.csv does with the same filters.
+
+    A --from or --to without an offset (2026-05-31, 2026-05-31T12:00) is in
+    UTC: the command line has no reader's time zone, where the web reads
+    such times in the zone its pages show. Write 2026-05-31T12:00+02:00 for
+    another zone.
+    """
     from recorder import export
 
     args = {name: value for name, value in filters.items() if value is not None}
@@ -262,6 +298,14 @@ def export_csv(context: Context, output: str, **filters) -> None:
     args |= {"to": filters["until"]}
     try:
         parsed = export.parse_filters(args)
+    except export.RangeConflict:
+        raise click.UsageError(
+            "give either --range or --from/--to, not both: each would choose "
+            "the builds on its own"
+        ) from None
+    except export.FilterError as error:
+        raise click.ClickException(str(error)) from None
+    try:
         _require_schema(context.settings.database_url)
         with click.open_file(output, "wb") as stream:
             rows = export.export_csv(context.settings.database_url, parsed, stream)
@@ -291,6 +335,8 @@ def fake_upstream(path: Path, host: str, port: int, tenant: str, speed: float) -
     """Serve saved bodies (a directory, in order) or one evolving body (a file)."""
     from recorder.fake_upstream import make_server, serve_until_signal
 
+    if path.is_dir() and not any(path.glob("*.json")):
+        raise click.ClickException(f"{path}: a directory without *.json files")
     try:
         server = make_server(path, host=host, port=port, tenant=tenant, speed=speed)
     except ValueError as error:  # orjson's decode error is a ValueError

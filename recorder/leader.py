@@ -15,6 +15,8 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -232,3 +234,30 @@ class Leadership:
         if database == ":memory:":
             return SoleSourceLock()
         return FileSourceLock(Path(f"{database}.{source_name}.lock"))
+
+
+class SourceBusy(Exception):
+    """A recorder holds the lock of a source that a bulk change needs."""
+
+
+@contextmanager
+def no_recorder(database_url: str, source_names: Sequence[str]) -> Iterator[None]:
+    """Hold the locks of ``source_names`` while rewriting their derived rows.
+
+    A recorder keeps the build rows of the last snapshot in memory; rows
+    rebuilt under it would be written over or lost. Raises :class:`SourceBusy`
+    when a recorder polls one of the sources.
+    """
+    leadership = Leadership(database_url)
+    try:
+        for name in source_names:
+            with leadership._guard:
+                lock = leadership._locks[name] = leadership._make_lock(name)
+            if not lock.hold():
+                raise SourceBusy(
+                    f"a recorder is recording source {name!r}: stop it first, "
+                    "then run this again"
+                )
+        yield
+    finally:
+        leadership.release_all()

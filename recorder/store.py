@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin
 
-from sqlalchemy import Update, bindparam, insert, select, update
+from sqlalchemy import Update, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from recorder import chain, codec
@@ -113,12 +113,50 @@ def store_body(
             )
         return StoreResult("unchanged", latest.id, latest.parse_error)
 
+    previous = latest
+    if previous is not None and previous.parse_error is not None:
+        previous = _latest_row(session, source.id)
+    result, snapshot, rows = _insert(session, source.id, body, sha, taken_at, web_root)
+    if result.status is not None:
+        previous_id = previous.id if previous is not None else None
+        update_builds(session, snapshot, rows, previous_id, cache)
+    return result
+
+
+def insert_snapshot(
+    session: Session,
+    source_id: int,
+    body: bytes,
+    taken_at: datetime,
+    last_taken_at: datetime | None = None,
+) -> StoreResult:
+    """Insert a snapshot of ``body`` and its counts, whatever the latest one is.
+
+    For bodies stored out of time order (an import of the past): no build
+    rows are derived, the caller rebuilds them. The body goes on the chain
+    like any other, which links by id, not by time.
+    """
+    sha = codec.sha256_hex(body)
+    return _insert(session, source_id, body, sha, taken_at, None, last_taken_at)[0]
+
+
+def _insert(
+    session: Session,
+    source_id: int,
+    body: bytes,
+    sha: str,
+    taken_at: datetime,
+    web_root: str | None,
+    last_taken_at: datetime | None = None,
+) -> tuple[StoreResult, Snapshot, dict | None]:
+    """Insert the snapshot of a new body and its counts; derive its build rows."""
     # Compression runs in another thread (zstd releases the GIL) while this
     # one parses and derives the rows: on two cores the slower of the two sets
     # the pace, not both. Everything that needs no database comes before the
     # wait for the compressed body, so that the worker, which gets the GIL
     # only at a switch interval, has finished by then.
-    encoding = chain.encode_in_background(session, source.id, body, sha)
+    encoding = chain.encode_in_background(session, source_id, body, sha)
+    rows = None
     try:
         status = parse_status(body)
         parse_error = None
@@ -127,14 +165,11 @@ def store_body(
     if status is not None:
         counts = count_rows(status)
         rows = build_rows(status, web_root)
-    previous = latest
-    if previous is not None and previous.parse_error is not None:
-        previous = _latest_row(session, source.id)
     # Core, not the unit of work: this runs for every poll that brings news.
     snapshot = Snapshot(
-        source_id=source.id,
+        source_id=source_id,
         taken_at=taken_at,
-        last_taken_at=taken_at,
+        last_taken_at=last_taken_at or taken_at,
         sha256=sha,
         raw_size=len(body),
         parse_error=parse_error,
@@ -143,13 +178,10 @@ def store_body(
     )
     columns = {name: getattr(snapshot, name) for name in _SNAPSHOT_COLUMNS}
     snapshot.id = session.connection().execute(_INSERT_SNAPSHOT, columns).scalar_one()
-
     if status is None:
-        return StoreResult("unparsed", snapshot.id, parse_error)
+        return StoreResult("unparsed", snapshot.id, parse_error), snapshot, None
     insert_counts(session, snapshot, counts)
-    previous_id = previous.id if previous is not None else None
-    update_builds(session, snapshot, rows, previous_id, cache)
-    return StoreResult("stored", snapshot.id, status=status)
+    return StoreResult("stored", snapshot.id, status=status), snapshot, rows
 
 
 _SNAPSHOTS = Snapshot.__table__
@@ -183,6 +215,9 @@ _INSERT_BUILDS = insert(_BUILDS).returning(_BUILDS.c.id, _BUILDS.c.key)
 _BUILDS_BY_KEY = select(_BUILDS.c.key, _BUILDS.c.id).where(
     _BUILDS.c.source_id == bindparam("source_id"),
     _BUILDS.c.key.in_(bindparam("keys", expanding=True)),
+)
+_DELETE_BUILDS = delete(_BUILDS).where(
+    _BUILDS.c.id.in_(bindparam("ids", expanding=True))
 )
 _CLOSE_BUILDS = (
     update(_BUILDS)
@@ -382,18 +417,38 @@ def update_builds(
         cache = BuildCache()
     if cache.snapshot_id != previous_id or previous_id is None:
         cache.load(session, source_id, previous_id)
-    inserts, updates, seen, missing = [], [], {}, []
+    inserts, updates, seen, missing, rekeyed, deletes = [], [], {}, [], [], []
     previous = cache.rows
     for key, (waiting_key, values) in rows.items():
-        found = previous.get(key) or previous.get(waiting_key)
+        found = previous.get(key)
         if found is None:
-            missing.append(key)
+            found = previous.get(waiting_key)
+            if found is None:
+                missing.append(key)
+            else:  # a waiting build got its uuid, or one was stored under it
+                rekeyed.append(key)
             continue
         seen[key] = (found[0], values)
-        if found[1] != values or key not in previous:
-            updates.append(_changes(found[0], found[1], key, values, key in previous))
-    if missing:
-        known = _known_elsewhere(session, source_id, rows, missing)
+        if found[1] != values:
+            updates.append(_changes(found[0], found[1], key, values, True))
+    if missing or rekeyed:
+        known = _known_elsewhere(session, source_id, rows, missing, rekeyed)
+        for key in rekeyed:
+            waiting_id, old = previous[rows[key][0]]
+            values = rows[key][1]
+            if key in known:
+                # The status went back in time (a stale answer from one of
+                # several schedulers): the waiting row it brought back is the
+                # build already stored under its uuid. Keep that one.
+                deletes.append(waiting_id)
+                seen[key] = (known[key], values)
+                updates.append(
+                    _changes(known[key], None, key, values, False)
+                    | {"last_snapshot_id": None, "last_seen": None}
+                )
+            else:
+                seen[key] = (waiting_id, values)
+                updates.append(_changes(waiting_id, old, key, values, False))
         for key in missing:
             waiting_key, values = rows[key]
             known_id = known.get(key) or known.get(waiting_key)
@@ -406,6 +461,8 @@ def update_builds(
                     | {"last_snapshot_id": None, "last_seen": None}
                 )
 
+    if deletes:
+        session.connection().execute(_DELETE_BUILDS, {"ids": deletes})
     _close_gone(session, previous_id, cache, seen)
     # Core statements on the table: the ORM's bulk paths cost more than the
     # database work for the few dozen rows a snapshot changes.
@@ -431,17 +488,23 @@ def update_builds(
 
 
 def _known_elsewhere(
-    session: Session, source_id: int, rows: dict[str, tuple], missing: list[str]
+    session: Session,
+    source_id: int,
+    rows: dict[str, tuple],
+    missing: list[str],
+    rekeyed: list[str] = (),
 ) -> dict[str, int]:
     """Ids of builds absent from the previous snapshot but already stored.
 
     A build can leave the status and come back (an item dequeued and
     re-enqueued with the same build, a snapshot that missed it): its row is
     updated, not inserted again. ``missing`` are the keys of ``rows`` that
-    the previous snapshot did not show, under either of their keys.
+    the previous snapshot did not show, under either of their keys;
+    ``rekeyed`` those it showed only under their waiting key.
     """
     wanted = set(missing)
     wanted.update(rows[key][0] for key in missing)
+    wanted.update(rekeyed)
     known: dict[str, int] = {}
     ordered = sorted(wanted)
     for start in range(0, len(ordered), 500):

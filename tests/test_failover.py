@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
+from recorder.cli import main
 from recorder.db import make_engine
 from recorder.leader import FileSourceLock, Leadership, lock_key, make_lock_engine
 from recorder.models import Poll, Snapshot
@@ -172,6 +174,43 @@ def test_a_source_lock_is_held_by_one_leadership_at_a_time(database_url):
     finally:
         first.release_all()
         second.release_all()
+
+
+def test_reindex_and_import_refuse_a_source_a_recorder_polls(database_url, tmp_path):
+    config = tmp_path / "zuul-status.toml"
+    config.write_text(f'database_url = "{database_url}"\n')
+    body = tmp_path / "status.json"
+    body.write_bytes(b'{"pipelines": []}')
+    cli = CliRunner()
+    imported = cli.invoke(
+        main, ["--config", str(config), "import", "--source", "demo", str(body)]
+    )
+    recorder = Leadership(database_url)
+    try:
+        assert recorder.holds("demo")
+        busy = [
+            CliRunner().invoke(main, ["--config", str(config), *args])
+            for args in (
+                ["reindex", "--source", "demo"],
+                ["import", "--source", "demo", str(body)],
+            )
+        ]
+        free = CliRunner().invoke(
+            main, ["--config", str(config), "import", "--source", "other", str(body)]
+        )
+    finally:
+        recorder.release_all()
+    after = cli.invoke(main, ["--config", str(config), "reindex", "--source", "demo"])
+
+    for result in busy:
+        assert result.exit_code == 1, result.output
+        assert "a recorder is recording source 'demo': stop it first" in result.output
+    assert imported.exit_code == 0, imported.output
+    assert free.exit_code == 0, free.output
+    assert after.exit_code == 0, after.output
+    assert "reindexed 1 snapshot of 1 source" in after.output
+    assert recorder.holds("demo"), "the commands let the lock go"
+    recorder.release_all()
 
 
 def test_the_sqlite_lock_file_lies_next_to_the_database(tmp_path):
