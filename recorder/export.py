@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from operator import itemgetter
 from typing import BinaryIO
 
@@ -86,6 +86,7 @@ CSV_HEADER = (",".join(CSV_COLUMNS) + "\r\n").encode()
 JULIAN_DAY_OF_1970 = 2440587.5
 # Written into the SQL: as a parameter, date_part() would parse it for every row.
 EPOCH = literal_column("'epoch'")
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class FilterError(ValueError):
@@ -94,6 +95,10 @@ class FilterError(ValueError):
 
 class UnknownSource(FilterError):
     """The filter names a source that was never recorded."""
+
+
+class RangeConflict(FilterError):
+    """Both a relative range and a from/to: which one is meant cannot be told."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,9 @@ class BuildFilters:
     # ``from`` and ``to`` as the reader wrote them, for permalinks and forms.
     from_text: str | None = None
     to_text: str | None = None
+    # The zone a from or to without an offset was read in, when not UTC: the
+    # permalinks carry it, so that they mean the same without the reader's cookie.
+    zone: str | None = None
 
     def query_args(self) -> dict[str, str]:
         """The filters as query string arguments, for permalinks."""
@@ -126,6 +134,8 @@ class BuildFilters:
             args["from"] = self.from_text
         if self.to_text is not None:
             args["to"] = self.to_text
+        if self.zone is not None:
+            args["tz"] = self.zone
         return args
 
     def file_name(self, today: datetime) -> str:
@@ -144,8 +154,18 @@ class TimeWindow:
     until: datetime | None
 
 
-def parse_filters(args: Mapping[str, str | None]) -> BuildFilters:
-    """Filters from query string arguments (or CLI options of the same names)."""
+def parse_filters(
+    args: Mapping[str, str | None],
+    zone: tzinfo = UTC,
+    range_yields: bool = False,
+) -> BuildFilters:
+    """Filters from query string arguments (or CLI options of the same names).
+
+    A ``from`` or ``to`` without an offset is a time in ``zone`` (the
+    reader's on the web, UTC on the command line). A relative ``range`` with
+    a from or to is a :class:`RangeConflict`, unless ``range_yields``: the
+    job pages' form sends its range menu with every from and to, which win.
+    """
     values = {}
     for name in TEXT_FILTERS:
         value = (args.get(name) or "").strip()
@@ -155,14 +175,18 @@ def parse_filters(args: Mapping[str, str | None]) -> BuildFilters:
     if values["result"] is not None:
         values["result"] = values["result"].upper()
 
-    since = _parse_time(args.get("from"), "from", end_of_day=False)
-    until = _parse_time(args.get("to"), "to", end_of_day=True)
+    since, since_naive = _parse_time(args.get("from"), "from", False, zone)
+    until, until_naive = _parse_time(args.get("to"), "to", True, zone)
     range_name = (args.get("range") or "").strip().lower() or None
     if range_name is not None and range_name not in RANGES:
         choices = ", ".join(RANGES)
         raise FilterError(f"'range' must be one of {choices}, got {range_name!r}")
-    # The job pages' form sends a range with every from/to: those win.
-    if since or until:
+    if (since or until) and range_name is not None:
+        if not range_yields:
+            raise RangeConflict(
+                f"give either 'range' or 'from'/'to', not both: 'range={range_name}' "
+                "and a from or to would each choose the builds"
+            )
         range_name = None
     if since and until and since >= until:
         raise FilterError("'from' must be before 'to'")
@@ -175,14 +199,27 @@ def parse_filters(args: Mapping[str, str | None]) -> BuildFilters:
         until=until,
         from_text=(args.get("from") or "").strip() or None,
         to_text=(args.get("to") or "").strip() or None,
+        zone=_zone_key(zone) if since_naive or until_naive else None,
     )
 
 
-def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None:
-    """An ISO 8601 date or time (UTC unless it says otherwise)."""
+def _zone_key(zone: tzinfo) -> str | None:
+    """The IANA name of a zone other than UTC (None for UTC)."""
+    name = getattr(zone, "key", None)
+    return None if zone is UTC or name in (None, "UTC") else name
+
+
+def _parse_time(
+    raw: str | None, name: str, end_of_day: bool, zone: tzinfo
+) -> tuple[datetime | None, bool]:
+    """An ISO 8601 date or time as UTC, and whether it had no offset.
+
+    One without an offset is a time in ``zone``; a bare date as the end of a
+    range is the end of that day there.
+    """
     raw = (raw or "").strip()
     if not raw:
-        return None
+        return None, False
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
@@ -190,13 +227,15 @@ def _parse_time(raw: str | None, name: str, end_of_day: bool) -> datetime | None
             f"{name!r} must be an ISO 8601 date or time such as 2026-05-31 "
             f"or 2026-05-31T12:00Z, got {raw[:40]!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    naive = moment.tzinfo is None
+    if naive:
+        moment = moment.replace(tzinfo=zone)
     try:
-        # A bare date as the end of a range includes that whole day.
+        # A bare date as the end of a range includes that whole day (wall
+        # clock arithmetic: the next midnight in the zone, whatever its DST).
         if end_of_day and len(raw) == 10 and moment.time() == time(0):
             moment += timedelta(days=1)
-        return moment.astimezone(UTC)
+        return moment.astimezone(UTC), naive
     except OverflowError:
         raise FilterError(
             f"{name!r} is outside the years this tool can show, got {raw[:40]!r}"
@@ -279,7 +318,8 @@ def resolve_window(session: Session, filters: BuildFilters) -> TimeWindow:
     # Like elapsed times, "the last day" is measured against the recorded
     # data, not the reader's clock: a stopped recorder's history stays visible.
     end = newest_time(session, source_ids(session, filters)) or datetime.now(UTC)
-    return TimeWindow(end - length, None)
+    # A snapshot taken in the first days of the calendar: from its start.
+    return TimeWindow(end - length if end - EARLIEST > length else EARLIEST, None)
 
 
 def conditions(

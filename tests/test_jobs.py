@@ -9,6 +9,8 @@ plan with the standard library, never with the code under test.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import statistics
@@ -556,13 +558,32 @@ def test_a_from_to_range_includes_the_whole_last_day_and_wins_over_a_range(
     first_day = [
         b for b in history.builds if (b.end or b.last_seen).date() == T0.date()
     ]
+    client = make_client(recorded)
 
-    # The filter form sends its range along with from and to.
-    api = make_client(recorded).get(
-        f"/api/builds?range=week&from={day}&to={day}&limit=1000"
-    )
+    api = client.get(f"/api/builds?from={day}&to={day}&limit=1000")
+    # The pages' filter form sends its range menu along with from and to.
+    page = client.get(f"/jobs?range=week&from={day}&to={day}").get_data(as_text=True)
 
     assert len(api.get_json()["builds"]) == len(first_day)
+    runs = re.findall(r'</a></th>\s*<td class="num">(\d+)</td>', page)
+    assert sum(map(int, runs)) == len(first_day)
+    assert "A from or to replaces the range menu's choice." in page
+
+
+@pytest.mark.parametrize("route", ["/api/builds", "/export/builds.csv"])
+@pytest.mark.parametrize("bound", ["from", "to"])
+def test_the_api_and_the_export_refuse_a_range_with_a_from_or_to(
+    recorded, route, bound
+):
+    response = make_client(recorded).get(f"{route}?range=all&{bound}=2026-05-04")
+
+    assert response.status_code == 400
+    words = "give either &#39;range&#39; or &#39;from&#39;/&#39;to&#39;, not both"
+    if route == "/api/builds":
+        words = words.replace("&#39;", "'")
+        assert words in response.get_json()["error"]["message"]
+    else:
+        assert words in response.get_data(as_text=True)
 
 
 def test_the_jobs_table_sorts_by_each_column_and_puts_unknown_values_last(client):
@@ -756,3 +777,427 @@ def test_the_runs_note_reads_right_for_none_one_and_many(finished, timed, expect
     from webui.jobs import runs_note
 
     assert runs_note(finished, timed) == expected
+
+
+# --- periods ----------------------------------------------------------------------
+
+
+def period_start(name: str, moment: datetime) -> datetime:
+    """The start of the period holding ``moment``, by the calendar (UTC)."""
+    if name == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if name == "day":
+        return day
+    if name == "week":
+        return day - timedelta(days=day.weekday())
+    if name == "month":
+        return day.replace(day=1)
+    if name == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    years = {"year": 1, "decade": 10, "century": 100}[name]
+    return datetime(max(1, moment.year // years * years), 1, 1, tzinfo=UTC)
+
+
+def expected_rows(name: str, runs: list[tuple[datetime, str | None]]) -> list:
+    """Per period with runs, newest first: start, runs, finished, failed, rate."""
+    periods: dict[datetime, list[str | None]] = {}
+    for moment, result in runs:
+        periods.setdefault(period_start(name, moment), []).append(result)
+    rows = []
+    for start in sorted(periods, reverse=True):
+        results = periods[start]
+        finished = [result for result in results if result is not None]
+        failed = sum(map(is_failure, finished))
+        rate = f"{failed / len(finished) * 100:.1f} %" if finished else "–"
+        rows.append([_iso(start), str(len(results)), str(len(finished))])
+        rows[-1] += [str(failed), rate]
+    return rows
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def period_table(html: str) -> tuple[str, list[list[str]]]:
+    """The per-period table: its period name and, per row, start and counts."""
+    section = html.split('<section class="job-periods">')[1].split("</section>")[0]
+    name = re.search(r"<h2>Per (\w+)", section).group(1)
+    rows = []
+    for row in re.findall(r"<tr><th scope=\"row\">.*?</tr>", section, re.S):
+        start = re.search(r'<time datetime="([^"]+)"', row).group(1)
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        rows.append([start, *cells[:4]])
+    return name, rows
+
+
+def chart_data(html: str) -> dict:
+    block = re.search(r'id="job-chart-data">(.*?)</script>', html, re.S).group(1)
+    return json.loads(block)
+
+
+@pytest.mark.parametrize(
+    "query", ["range=all", "range=&from=0001-01-02", "range=&from=1900-01-01"]
+)
+def test_the_period_table_lists_the_hours_with_runs_and_their_finished_runs(
+    recorded, history, query
+):
+    # The runs span about a day and a half: hours, whatever the range asked.
+    html = make_client(recorded).get(f"/jobs/tempest-full?{query}")
+    assert html.status_code == 200
+    runs = [
+        (b.end or b.last_seen, b.attempt.result) for b in history.of_job("tempest-full")
+    ]
+
+    name, rows = period_table(html.get_data(as_text=True))
+
+    assert name == "hour"
+    assert rows == expected_rows("hour", runs)
+    # The rate can be checked by eye: failed of the finished shown beside it.
+    assert ["2026-05-05T16:00:00Z", "2", "1", "0", "0.0 %"] in rows
+
+
+def insert_runs(
+    url: str,
+    job: str,
+    runs: list[tuple[datetime, str | None]],
+    snapshot: bool = True,
+) -> None:
+    """Builds of ``job`` at the given times, straight into the table.
+
+    A SUCCESS or FAILURE ended then, after ten minutes; a SKIPPED one has a
+    result but never started; one without a result was last seen then. The
+    rows name snapshot 1: stored here unless ``snapshot`` is False.
+    """
+    engine = make_engine(url, writer=True)
+    with session_scope(make_sessionmaker(engine)) as session:
+        source = get_or_create_source(session, SOURCE, ZUUL_URL)
+        if snapshot:
+            body = b'{"pipelines": []}'
+            store_body(session, source, body, T0 + timedelta(days=30))
+        rows = []
+        for index, (moment, result) in enumerate(runs):
+            ran = result in ("SUCCESS", "FAILURE")
+            rows.append(
+                {
+                    "source_id": source.id,
+                    "key": f"{job}:{index}",
+                    "pipeline": "check",
+                    "job": job,
+                    "voting": True,
+                    "state": "finished" if result else "running",
+                    "result": result,
+                    "start_time": moment - timedelta(minutes=10) if ran else None,
+                    "end_time": moment if ran else None,
+                    "duration_s": 600.0 if ran else None,
+                    "first_snapshot_id": 1,
+                    "last_snapshot_id": 1,
+                    "first_seen": moment - timedelta(minutes=10),
+                    "last_seen": moment,
+                }
+            )
+        session.execute(insert(Build), rows)
+    engine.dispose()
+
+
+RESULTS = ("SUCCESS", "FAILURE", "SKIPPED", None, "SUCCESS")
+FIRST_RUN = datetime(2000, 3, 7, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("span", "period"),
+    [
+        (timedelta(days=1), "hour"),
+        (timedelta(days=30), "day"),
+        (timedelta(days=365), "week"),
+        (timedelta(days=5 * 365), "month"),
+        (timedelta(days=20 * 365), "quarter"),
+        (timedelta(days=100 * 365), "year"),
+        (timedelta(days=1000 * 365), "decade"),
+        (timedelta(days=5000 * 365), "century"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_the_period_follows_the_span_of_the_runs_and_their_number_stays_small(
+    database_url, span, period
+):
+    # 400 runs spread evenly: (nearly) every period has some.
+    runs = [
+        (FIRST_RUN + span * index / 399, RESULTS[index % len(RESULTS)])
+        for index in range(400)
+    ]
+    insert_runs(database_url, "spread", runs)
+
+    html = make_client(database_url).get("/jobs/spread?range=all").get_data(True)
+
+    name, rows = period_table(html)
+    assert name == period
+    assert rows == expected_rows(period, runs)
+    assert len(rows) <= 160
+    data = chart_data(html)
+    assert data["period"] == period
+    assert [_iso_ms(entry["t"]) for entry in data["periods"]] == sorted(
+        row[0] for row in rows
+    )
+
+
+def _iso_ms(epoch_ms: float) -> str:
+    return _iso(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms))
+
+
+RARE_RUNS = [
+    (datetime(2015, 4, 2, 10, tzinfo=UTC) + timedelta(days=day), result)
+    for day, result in ((0, "SUCCESS"), (1, "FAILURE"), (40, None), (200, "SKIPPED"))
+] + [(T0 + timedelta(hours=hours), "FAILURE") for hours in (1, 2, 3)]
+
+
+def test_runs_years_apart_list_only_their_periods_in_the_table_and_the_chart(
+    database_url,
+):
+    # The finding: data in 2015 and 2026 made 610 rows, nearly all empty.
+    runs = RARE_RUNS
+    insert_runs(database_url, "rare", runs)
+
+    html = make_client(database_url).get("/jobs/rare?range=all").get_data(True)
+
+    name, rows = period_table(html)
+    assert name == "quarter"
+    assert rows == expected_rows("quarter", runs)
+    assert [row[0] for row in rows] == [
+        "2026-04-01T00:00:00Z",
+        "2015-10-01T00:00:00Z",
+        "2015-04-01T00:00:00Z",
+    ]
+    # The chart gets the same periods, each with its end, to draw on a time axis.
+    periods = chart_data(html)["periods"]
+    assert [(p["runs"], p["finished"], p["failed"]) for p in periods] == [
+        (3, 2, 1),
+        (1, 1, 0),
+        (3, 3, 3),
+    ]
+    ends = [_iso_ms(entry["end"]) for entry in periods]
+    assert ends == [
+        "2015-07-01T00:00:00Z",
+        "2016-01-01T00:00:00Z",
+        "2026-07-01T00:00:00Z",
+    ]
+    for moment, _ in runs:
+        assert any(p["t"] <= moment.timestamp() * 1000 < p["end"] for p in periods)
+
+
+# --- times without an offset: the reader's zone ---------------------------------------
+
+KOLKATA = "Asia/Kolkata"
+# 14:00 in Kolkata is 08:30 UTC: the two readings keep different builds.
+LOCAL_FROM = "2026-05-04T14:00"
+FROM_IN_KOLKATA = datetime(2026, 5, 4, 8, 30, tzinfo=UTC)
+
+
+def builds_in(history: History, since: datetime, until: datetime | None = None):
+    return [
+        b
+        for b in history.builds
+        if b.first_seen is not None
+        and (b.end or b.last_seen) >= since
+        and (until is None or (b.end or b.last_seen) < until)
+    ]
+
+
+def counted(client, route: str, args: dict) -> int:
+    """How many builds a route shows for the filters (runs on the pages)."""
+    response = client.get(route, query_string=args | {"limit": 1000})
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    text = response.get_data(as_text=True)
+    if route == "/api/builds":
+        return len(response.get_json()["builds"])
+    if route == "/export/builds.csv":
+        return len(list(csv.reader(io.StringIO(text, newline="")))) - 1
+    if route == "/jobs":
+        return sum(
+            map(int, re.findall(r'</a></th>\s*<td class="num">(\d+)</td>', text))
+        )
+    return int(re.search(r"<dt>runs</dt><dd>(\d+)</dd>", text).group(1))
+
+
+ZONE_ROUTES = ["/jobs", "/jobs/tempest-full", "/api/builds", "/export/builds.csv"]
+
+
+def of_route(route: str, builds: list[Expected]) -> int:
+    if route == "/jobs/tempest-full":
+        builds = [b for b in builds if b.job.name == "tempest-full"]
+    return len(builds)
+
+
+@pytest.mark.parametrize("route", ZONE_ROUTES)
+def test_a_from_or_to_without_an_offset_is_read_in_the_readers_zone(
+    recorded, history, route
+):
+    local = builds_in(history, FROM_IN_KOLKATA)
+    as_utc = builds_in(history, datetime.fromisoformat(LOCAL_FROM).replace(tzinfo=UTC))
+    assert of_route(route, local) != of_route(route, as_utc)
+    client = make_client(recorded)
+
+    # The zone in the URL, then the one the URL left in the cookie.
+    assert counted(client, route, {"from": LOCAL_FROM, "tz": KOLKATA}) == of_route(
+        route, local
+    )
+    assert counted(client, route, {"from": LOCAL_FROM}) == of_route(route, local)
+    # An explicit offset wins over the zone.
+    utc_args = {"from": LOCAL_FROM + "Z", "tz": KOLKATA}
+    assert counted(client, route, utc_args) == of_route(route, as_utc)
+    # Without a zone, UTC as before.
+    assert counted(make_client(recorded), route, {"from": LOCAL_FROM}) == of_route(
+        route, as_utc
+    )
+
+
+def test_a_bare_date_as_to_ends_at_midnight_in_the_readers_zone(recorded, history):
+    # The 4th of May ends at 18:30 UTC in Kolkata.
+    until = datetime(2026, 5, 4, 18, 30, tzinfo=UTC)
+    expected = builds_in(history, datetime(2026, 5, 3, 18, 30, tzinfo=UTC), until)
+    args = {"from": "2026-05-04", "to": "2026-05-04", "tz": KOLKATA}
+
+    assert counted(make_client(recorded), "/api/builds", args) == len(expected)
+
+
+def test_the_page_says_how_it_reads_times_and_its_links_carry_the_zone(recorded):
+    client = make_client(recorded)
+    html = client.get("/jobs", query_string={"from": LOCAL_FROM, "tz": KOLKATA})
+    text = html.get_data(as_text=True)
+
+    assert "Builds from <time" in text
+    assert ">2026-05-04 14:00 IST</time>" in text
+    assert "without an offset (2026-05-31 or 2026-05-31T12:00) is read in " in text
+    assert "is read in Asia/Kolkata too" in text
+    # The export and API links mean the same without the reader's cookie.
+    export = re.search(r'href="(/export/builds\.csv\?[^"]+)"', text).group(1)
+    assert "tz=Asia/Kolkata" in export.replace("%2F", "/")
+    week = client.get("/jobs?range=week").get_data(as_text=True)
+    assert "recorded snapshot. A from or to replaces the range menu's" in week
+
+
+def test_the_api_next_link_keeps_the_zone_for_a_client_without_cookies(
+    recorded, history
+):
+    expected = builds_in(history, FROM_IN_KOLKATA)
+    seen = []
+    url = f"/api/builds?from={LOCAL_FROM}&tz={KOLKATA}&limit=3"
+    while url:
+        page = make_client(recorded).get(url).get_json()  # a fresh client each time
+        seen += page["builds"]
+        url = page["next"]
+
+    assert len(seen) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "since", "until"),
+    [
+        # Berlin's day of the spring change is 23 hours long.
+        ({"from": "2026-03-29", "to": "2026-03-29"}, (3, 28, 23), (3, 29, 22)),
+        ({"from": "2026-10-25", "to": "2026-10-25"}, (10, 24, 22), (10, 25, 23)),
+        (
+            {"from": "2026-07-01T12:00", "to": "2026-07-01T13:00+00:00"},
+            (7, 1, 10),
+            (7, 1, 13),
+        ),
+    ],
+)
+def test_parse_filters_reads_times_in_the_given_zone(args, since, until):
+    from zoneinfo import ZoneInfo
+
+    from recorder import export
+
+    filters = export.parse_filters(args, ZoneInfo("Europe/Berlin"))
+
+    assert filters.since == datetime(2026, *since, tzinfo=UTC)
+    assert filters.until == datetime(2026, *until, tzinfo=UTC)
+    assert filters.zone == "Europe/Berlin"
+    assert export.parse_filters(args).zone is None
+
+
+# --- stored times at the ends of the calendar ----------------------------------------
+
+ENDS_OF_THE_CALENDAR = {
+    "old": datetime(1, 1, 1, tzinfo=UTC),
+    "future": datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
+}
+
+
+def calendar_end_body() -> bytes:
+    """A running build (placed when it was seen) and a finished one."""
+    start_s = T0.timestamp()
+    jobs = [
+        {"name": "edge", "uuid": "c" * 32, "start_time": start_s},
+        {
+            "name": "edge-done",
+            "uuid": "d" * 32,
+            "result": "FAILURE",
+            "start_time": start_s,
+            "end_time": start_s + 60,
+        },
+    ]
+    item = {"id": "1,1", "project": "p", "live": True, "jobs": jobs}
+    queue = {"name": "q", "heads": [[item]]}
+    return json.dumps(
+        {"pipelines": [{"name": "check", "change_queues": [queue]}]}
+    ).encode()
+
+
+@pytest.fixture
+def calendar_ends(database_url: str) -> str:
+    engine = make_engine(database_url, writer=True)
+    for name, moment in ENDS_OF_THE_CALENDAR.items():
+        with session_scope(make_sessionmaker(engine)) as session:
+            source = get_or_create_source(session, name, ZUUL_URL)
+            store_body(session, source, calendar_end_body(), moment)
+    engine.dispose()
+    return database_url
+
+
+@pytest.mark.parametrize("source", list(ENDS_OF_THE_CALENDAR))
+@pytest.mark.parametrize(
+    "zone", [None, "America/Los_Angeles", "Asia/Kolkata", "Pacific/Kiritimati"]
+)
+def test_snapshots_taken_at_the_ends_of_the_calendar_do_not_break_the_job_pages(
+    calendar_ends, source, zone
+):
+    client = make_client(calendar_ends)
+    for range_name in ("", "day", "week", "all"):
+        args = {"source": source, "range": range_name} | ({"tz": zone} if zone else {})
+        for route in ("/jobs", "/jobs/edge", "/api/builds", "/export/builds.csv"):
+            response = client.get(route, query_string=args)
+            assert response.status_code == 200, (route, args)
+        runs = client.get("/api/builds", query_string=args).get_json()["builds"]
+        # The running build is placed where it was seen, at the calendar's end.
+        edge = next(run for run in runs if run["job"] == "edge")
+        seen = ENDS_OF_THE_CALENDAR[source]
+        assert edge["last_seen"] == f"{seen.year:04d}-{seen:%m-%dT%H:%M:%S.%f}Z"
+        html = client.get("/jobs/edge", query_string=args).get_data(as_text=True)
+        assert f'<time datetime="{_iso(seen)}">' in html
+
+
+def test_the_last_week_of_a_snapshot_in_year_one_starts_with_the_calendar(
+    calendar_ends,
+):
+    from recorder import export
+
+    with make_sessionmaker(make_engine(calendar_ends))() as session:
+        window = export.resolve_window(
+            session, export.parse_filters({"source": "old", "range": "week"})
+        )
+        future = export.resolve_window(
+            session, export.parse_filters({"source": "future", "range": "day"})
+        )
+
+    assert window == export.TimeWindow(datetime.min.replace(tzinfo=UTC), None)
+    assert future.since == ENDS_OF_THE_CALENDAR["future"] - timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    "cursor", ["0001-01-01T00:00:00+14:00,5", "9999-12-31T23:59:59-14:00,5"]
+)
+def test_a_cursor_past_the_ends_of_the_calendar_is_a_400(client, cursor):
+    for route in ("/api/builds", "/jobs/tempest-full"):
+        response = client.get(route, query_string={"range": "all", "before": cursor})
+        assert response.status_code == 400

@@ -19,7 +19,7 @@ import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import compress
 from operator import itemgetter
 
@@ -54,13 +54,28 @@ OUTCOMES = ("success", "failure", "other", "none")
 # More timed runs than this and the chart shows, per outcome and time slot,
 # only the fastest and the slowest run.
 MAX_CHART_POINTS = 2000
-_PERIODS = (
-    (timedelta(days=2), "hour", timedelta(hours=1)),
-    (timedelta(days=120), "day", timedelta(days=1)),
-    (timedelta.max, "week", timedelta(weeks=1)),
+# The period of the per-period table and charts, by the time from a job's
+# first run in the filters to its last (not by the range asked for): the
+# shortest whose periods over that span are at most about 150. Only periods
+# with runs are listed. Fixed lengths, in seconds, or calendar months.
+_DAY_S = 86400.0
+_YEAR_S = 366 * _DAY_S
+PERIODS = (
+    # (longest span of runs in seconds, name, seconds or months per period)
+    (2 * _DAY_S, "hour", 3600.0),
+    (120 * _DAY_S, "day", _DAY_S),
+    (2 * _YEAR_S, "week", 7 * _DAY_S),
+    (10 * _YEAR_S, "month", 1),
+    (30 * _YEAR_S, "quarter", 3),
+    (150 * _YEAR_S, "year", 12),
+    (1500 * _YEAR_S, "decade", 120),
+    (float("inf"), "century", 1200),
 )
-# Weeks start on Mondays, at midnight UTC.
+# Periods start at midnight UTC; weeks on Mondays (1 January of year 1 was one),
+# months, quarters and years on the first of a month.
 _MONDAY_S = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST_S = datetime.max.replace(tzinfo=UTC).timestamp()
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float | None:
@@ -252,18 +267,30 @@ def _sorted_numbers(joined: str | None) -> list[float]:
 
 @dataclass(slots=True)
 class Period(Tally):
-    """The runs of a job in one hour, day or week."""
+    """The runs of a job in one period (an hour, a day... see ``PERIODS``)."""
 
-    start: datetime | None = None
+    # Epoch seconds: the period is ``start_s <= time < end_s``.
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_s, UTC)
+
+    @property
+    def middle_s(self) -> float:
+        return (self.start_s + self.end_s) / 2
 
 
 @dataclass(slots=True)
 class JobHistory:
-    """One job's durations over time: statistics, periods and chart points."""
+    """One job's durations over time: statistics, periods and chart points.
+
+    ``periods`` holds only the periods with runs, oldest first.
+    """
 
     stats: JobStats
     period: str = "day"
-    period_s: float = 86400.0
     periods: list[Period] = field(default_factory=list)
     # Per outcome: [epoch milliseconds, duration in seconds] of each point.
     points: dict[str, list[list[float]]] = field(default_factory=dict)
@@ -324,14 +351,13 @@ def _history_in_python(
     last = max(times[-1:] + untimed_times)
     stats.last_run = datetime.fromtimestamp(last, UTC)
 
-    history.period, history.period_s, origin = _period_size(window, first, last)
-    count = int((last - origin) // history.period_s) + 1
-    starts = [origin + index * history.period_s for index in range(count)]
-    history.periods, ordered = _periods(starts, times, durations, codes)
+    history.period, bounds = period_bounds(first, last)
+    periods, ordered = _periods(bounds, times, durations, codes)
     # Sorted slices, one after the other: the sort merges them in one pass.
     stats.set_durations(sorted(itertools.chain.from_iterable(ordered)))
     for moment, code in untimed:
-        history.periods[max(0, bisect_right(starts, moment) - 1)].add([code])
+        periods[max(0, bisect_right(bounds, moment, hi=len(periods)) - 1)].add([code])
+    history.periods = [period for period in periods if period.runs]
     history.points, history.sampled = _chart_points(times, durations, codes)
 
 
@@ -364,23 +390,25 @@ def _history_in_sql(
     if not moments:
         return
     first, last = min(moments), max(moments)
-    history.period, history.period_s, origin = _period_size(window, first, last)
-    count = int((last - origin) // history.period_s) + 1
-    starts = [origin + index * history.period_s for index in range(count)]
-    history.periods = [Period(start=datetime.fromtimestamp(s, UTC)) for s in starts]
+    history.period, bounds = period_bounds(first, last)
+    periods = [Period(start_s=s, end_s=e) for s, e in itertools.pairwise(bounds)]
+    # The index of each run's period: how many period starts after the first
+    # are at or before it (width_bucket counts them by a binary search).
+    starts = literal(bounds[1:-1] or [_LATEST_S], type_=ARRAY(Float))
 
     timed = and_(Build.end_time.is_not(None), Build.duration_s.is_not(None))
     for moment, where in parts:
         at = export.epoch_seconds(moment, "postgresql")
-        period = func.floor((at - origin) / history.period_s)
+        period = func.width_bucket(at, starts)
         tallies = session.execute(
             select(period, *_tally_columns(timed))
             .where(*where)
             .group_by(func.grouping_sets(tuple_(period), tuple_()))
         )
         for index, *tally in tallies:
-            target = history.stats if index is None else history.periods[int(index)]
+            target = history.stats if index is None else periods[index]
             _add_tally(target, *tally)
+    history.periods = [period for period in periods if period.runs]
     history.stats.last_run = datetime.fromtimestamp(last, UTC)
     history.points, history.sampled = _chart_points_in_sql(
         session, [*parts[0][1], timed], history.stats.timed
@@ -465,28 +493,46 @@ def _chart_points_in_sql(
     return points, True
 
 
-def _period_size(
-    window: TimeWindow, first_s: float, last_s: float
-) -> tuple[str, float, float]:
-    """The period's name and length, and the start of the first period."""
-    since_s = window.since.timestamp() if window.since else first_s
-    until_s = window.until.timestamp() if window.until else last_s
-    span = timedelta(seconds=until_s - since_s)
-    name, length = next((n, size) for limit, n, size in _PERIODS if span <= limit)
-    size_s = length.total_seconds()
-    origin = _MONDAY_S + (min(first_s, since_s) - _MONDAY_S) // size_s * size_s
-    return name, size_s, origin
+def period_bounds(first_s: float, last_s: float) -> tuple[str, list[float]]:
+    """The period for runs from ``first_s`` to ``last_s``, and the periods' bounds.
+
+    The bounds, in epoch seconds, are the start of each period from the one
+    holding ``first_s`` to the one holding ``last_s``, then the end of that
+    last one: at most about 150 periods, whatever the span.
+    """
+    name, size = next(
+        (name, size) for longest, name, size in PERIODS if last_s - first_s <= longest
+    )
+    if name in ("hour", "day", "week"):
+        start = _MONDAY_S + (first_s - _MONDAY_S) // size * size
+        count = int((last_s - start) // size) + 1
+        return name, [start + index * size for index in range(count + 1)]
+    # Calendar months, counted from a year 0: decades start in years ending
+    # in 0; the first, like the calendar, in year 1.
+    first = datetime.fromtimestamp(first_s, UTC)
+    index = (first.year * 12 + first.month - 1) // size * size
+    bounds = []
+    while True:
+        year, month = divmod(index, 12)
+        if year > 9999:
+            bounds.append(_LATEST_S)  # the calendar ends within the last period
+            break
+        bounds.append(datetime(max(year, 1), month + 1, 1, tzinfo=UTC).timestamp())
+        if bounds[-1] > last_s:
+            break
+        index += size
+    return name, bounds
 
 
 def _periods(
-    starts: list[float], times: list[float], durations: list[float], codes: list[int]
+    bounds: list[float], times: list[float], durations: list[float], codes: list[int]
 ) -> tuple[list[Period], list[list[float]]]:
     """A tally per period of the timed runs, and each period's sorted durations."""
     periods, ordered = [], []
-    bounds = [bisect_left(times, start) for start in starts[1:]] + [len(times)]
+    uppers = [bisect_left(times, start) for start in bounds[1:-1]] + [len(times)]
     lower = 0
-    for start, upper in zip(starts, bounds, strict=True):
-        period = Period(start=datetime.fromtimestamp(start, UTC))
+    for start, end, upper in zip(bounds[:-1], bounds[1:], uppers, strict=True):
+        period = Period(start_s=start, end_s=end)
         period.add(codes[lower:upper])
         ordered.append(sorted(durations[lower:upper]))
         period.set_durations(ordered[-1])
@@ -568,6 +614,10 @@ class RunCursor:
         build_time = datetime.fromisoformat(moment)
         if build_time.tzinfo is None:
             raise ValueError("the time of a cursor must say its zone")
+        try:
+            build_time = build_time.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time of a cursor is outside the calendar") from None
         return cls(build_time, int(build_id))
 
 

@@ -25,7 +25,7 @@ from recorder import export
 from recorder.db import session_scope
 from recorder.export import BuildFilters, FilterError, UnknownSource
 from recorder.models import Source
-from webui import handle_error, job_queries, zones
+from webui import handle_error, job_queries, render, zones
 from webui.views import _int_arg, _session
 
 jobs = Blueprint("jobs", __name__)
@@ -57,7 +57,7 @@ def filter_error(error: FilterError):
 @jobs.get("/jobs")
 def job_list() -> str:
     """Every job with a run in the filters, with its statistics."""
-    filters = export.parse_filters(request.args)
+    filters = _page_filters()
     sort, descending = _sort_args()
     with _session() as session:
         window = export.resolve_window(session, filters)
@@ -81,7 +81,7 @@ def job_list() -> str:
 @jobs.get("/jobs/<path:name>")
 def job_page(name: str) -> str:
     """One job: durations over time, runs and failures per period, its runs."""
-    filters = _with_job(export.parse_filters(request.args), name)
+    filters = _with_job(_page_filters(), name)
     before = _cursor_arg()
     with _session() as session:
         window = export.resolve_window(session, filters)
@@ -107,7 +107,7 @@ def job_page(name: str) -> str:
 @jobs.get("/api/builds")
 def api_builds() -> Response:
     """Builds in the filters as JSON, newest first, a page at a time."""
-    filters = export.parse_filters(request.args)
+    filters = export.parse_filters(request.args, zones.reader_zone())
     limit = _int_arg("limit", 100, 1, MAX_API_LIMIT)
     before = _cursor_arg()
     with _session() as session:
@@ -122,7 +122,7 @@ def api_builds() -> Response:
 @jobs.get("/export/builds.csv")
 def export_builds() -> Response:
     """The builds in the filters as CSV, streamed a batch of rows at a time."""
-    filters = export.parse_filters(request.args)
+    filters = export.parse_filters(request.args, zones.reader_zone())
     chunks = _csv_chunks(current_app.extensions["zuul_status"].sessions, filters)
     # The first chunk runs the query: a bad filter or an unreadable database
     # is still answered with an error page instead of a truncated file.
@@ -156,11 +156,20 @@ def _cursor_arg() -> job_queries.RunCursor | None:
         )
 
 
+def _page_filters() -> BuildFilters:
+    """The job pages' filters: their form sends its range menu with every from/to.
+
+    A from or to then replaces the range (the form says so); the API and the
+    export, which no form fills in, refuse both at once.
+    """
+    return export.parse_filters(request.args, zones.reader_zone(), range_yields=True)
+
+
 def _with_job(filters: BuildFilters, name: str) -> BuildFilters:
     if len(name) > export.MAX_FILTER_CHARS:
         abort(404, "no job has a name that long")
     args = filters.query_args() | {"job": name}
-    return export.parse_filters(args)
+    return export.parse_filters(args, zones.reader_zone())
 
 
 def _sort_args() -> tuple[str, bool]:
@@ -189,19 +198,21 @@ def _source_names(session) -> list[str]:
 def _chart_json(history: job_queries.JobHistory) -> dict:
     """What jobs.js draws: points by outcome, percentile lines, period counts."""
     # Each period's percentiles are drawn at its middle.
-    middle_ms = history.period_s * 500
     lines = {
         name: [
-            [period.start.timestamp() * 1000 + middle_ms, getattr(period, f"{name}_s")]
+            [period.middle_s * 1000, getattr(period, f"{name}_s")]
             for period in history.periods
             if getattr(period, f"{name}_s") is not None
         ]
         for name in ("p50", "p90", "p95")
     }
+    # Only the periods with runs: the chart puts them on a time axis.
     periods = [
         {
-            "t": period.start.timestamp() * 1000,
+            "t": period.start_s * 1000,
+            "end": period.end_s * 1000,
             "runs": period.runs,
+            "finished": period.finished,
             "failed": period.failed,
             "failure_rate": period.failure_rate,
         }
@@ -258,8 +269,13 @@ def format_percent(share: float | None) -> str:
 
 @jobs.app_template_filter("job_time")
 def format_time(moment: datetime) -> str:
-    """``2026-05-04 10:00 CEST``: to the minute, in the reader's zone."""
-    return moment.astimezone(zones.reader_zone()).strftime("%Y-%m-%d %H:%M %Z")
+    """``2026-05-04 10:00 CEST``: to the minute, in the reader's zone.
+
+    In UTC when the zone's offset would take it past either end of the calendar.
+    """
+    local = render.in_zone(moment, zones.reader_zone())
+    # strftime writes years before 1000 without their leading zeros.
+    return f"{local.year:04d}-{local:%m-%d %H:%M %Z}"
 
 
 @jobs.app_template_filter("job_iso")

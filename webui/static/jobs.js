@@ -63,6 +63,30 @@
     };
   }
 
+  // Only the periods with runs are sent, each with its start and end.
+  var periods = data.periods;
+  var first = periods.length ? periods[0].t : 0;
+  var last = periods.length ? periods[periods.length - 1].end : 1;
+  var shortest = Infinity;
+  var longest = 0;
+  periods.forEach(function (entry) {
+    shortest = Math.min(shortest, entry.end - entry.t);
+    longest = Math.max(longest, entry.end - entry.t);
+  });
+  // Lines join neighbouring periods (drawn at their middles), not across
+  // periods without runs.
+  var neighbours = longest * 1.5;
+
+  // A period whose neighbours had no runs has no line: a dash marks it.
+  function alone(context) {
+    var data = context.dataset.data;
+    var index = context.dataIndex;
+    var here = data[index].x;
+    var before = index > 0 && here - data[index - 1].x <= neighbours;
+    var after = index < data.length - 1 && data[index + 1].x - here <= neighbours;
+    return before || after ? 0 : 5;
+  }
+
   function line(label, pairs, dash) {
     return {
       type: "line",
@@ -71,8 +95,10 @@
       borderColor: colour("--fg"),
       borderWidth: 1,
       borderDash: dash,
-      pointRadius: 0,
-      showLine: true
+      pointRadius: alone,
+      pointStyle: "line",
+      showLine: true,
+      spanGaps: neighbours
     };
   }
 
@@ -114,40 +140,73 @@
     }
   });
 
+  // Each bar over its period on a time axis: a gap between bars is a
+  // stretch without runs. Periods start on the UTC clock: elsewhere a day is
+  // labelled with its hour.
+  function periodStart(ms) {
+    return local(ms).slice(0, period === "hour" || zone !== "UTC" ? 16 : 10);
+  }
+
+  function middle(entry) {
+    return (entry.t + entry.end) / 2;
+  }
+
+  // Chart.js sizes bars by the gaps between them: no wider than a period.
+  var periodWidth = {
+    id: "periodWidth",
+    afterLayout: function (chart) {
+      var dataset = chart.data.datasets[0];
+      var share = shortest / Math.max(last - first, 1);
+      dataset.maxBarThickness = Math.max(1, 0.9 * share * chart.chartArea.width);
+    }
+  };
+
   new Chart(document.getElementById("runs-chart"), {
     type: "bar",
     data: {
-      // Periods start on the UTC clock: elsewhere a day is labelled with its hour.
-      labels: data.periods.map(function (entry) {
-        return local(entry.t).slice(0, period === "hour" || zone !== "UTC" ? 16 : 10);
-      }),
       datasets: [
         {
           label: "runs",
-          data: data.periods.map(function (entry) { return entry.runs; }),
+          data: periods.map(function (entry) {
+            return { x: middle(entry), y: entry.runs };
+          }),
           backgroundColor: colour("--track"),
           borderColor: colour("--wait"),
           borderWidth: 1,
+          barPercentage: 0.9,
+          categoryPercentage: 1,
+          order: 2,
           yAxisID: "y"
         },
         {
           type: "line",
           label: "failure rate",
-          data: data.periods.map(function (entry) {
-            return entry.failure_rate === null ? null : entry.failure_rate * 100;
+          data: periods.map(function (entry) {
+            var rate = entry.failure_rate === null ? null : entry.failure_rate * 100;
+            return { x: middle(entry), y: rate };
           }),
           borderColor: colour("--bad"),
           backgroundColor: colour("--bad"),
-          pointRadius: 2,
-          spanGaps: true,
+          pointRadius: 3,
+          spanGaps: neighbours,
+          // In front of the bars: a lone period's rate is a point.
+          order: 1,
           yAxisID: "rate"
         }
       ]
     },
+    plugins: [periodWidth],
     options: {
       animation: false,
       maintainAspectRatio: false,
       scales: {
+        x: {
+          type: "linear",
+          min: first,
+          max: last,
+          offset: false,
+          ticks: { callback: periodStart, maxTicksLimit: 8 }
+        },
         y: { beginAtZero: true, position: "left" },
         rate: {
           beginAtZero: true,
@@ -155,6 +214,32 @@
           position: "right",
           grid: { drawOnChartArea: false },
           ticks: { callback: function (value) { return value + " %"; } }
+        }
+      },
+      plugins: {
+        legend: {
+          labels: {
+            sort: function (a, b) { return a.datasetIndex - b.datasetIndex; }
+          }
+        },
+        tooltip: {
+          callbacks: {
+            title: function (items) {
+              var entry = periods[items[0].dataIndex];
+              return period + " from " + periodStart(entry.t) + " " + zone;
+            },
+            label: function (item) {
+              var entry = periods[item.dataIndex];
+              if (item.datasetIndex === 0) {
+                return "runs: " + entry.runs + ", finished: " + entry.finished;
+              }
+              if (entry.failure_rate === null) {
+                return "failure rate: none finished";
+              }
+              return "failure rate: " + (entry.failure_rate * 100).toFixed(1) +
+                " % (" + entry.failed + " failed of " + entry.finished + " finished)";
+            }
+          }
         }
       }
     }
