@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import socket
 import subprocess
@@ -18,8 +19,9 @@ POLL_INTERVAL_S = 10
 
 
 def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
-    """``preferred`` if it can be bound, otherwise any free port."""
-    for candidate in (preferred, 0) if preferred else (0,):
+    """``preferred`` or one of the next ten ports if free, otherwise any free port."""
+    nearby = range(preferred, min(preferred + 11, 65536)) if preferred else ()
+    for candidate in (*nearby, 0):
         with socket.socket() as probe:
             try:
                 probe.bind((host, candidate))
@@ -48,6 +50,9 @@ def run_demo(directory: Path, web_port: int) -> int:
     from recorder.fake_upstream import write_sample
 
     directory.mkdir(parents=True, exist_ok=True)
+    # One demo per directory: a second would rewrite the first one's
+    # configuration and wait forever behind its recorder's lock.
+    lock = _hold_lock(directory)
     sample = directory / "sample.json"
     write_sample(sample, seed=1)
     upstream_port, web_port = free_port(), free_port(web_port)
@@ -74,6 +79,9 @@ def run_demo(directory: Path, web_port: int) -> int:
         children.append(subprocess.Popen([*command, "record"]))
         children.append(subprocess.Popen([*command, "web", "--port", str(web_port)]))
         _wait_until_ready(database_url, url, children)
+        lock.truncate(0)
+        lock.write(url)
+        lock.flush()
         print(
             f"\nzuul-status demo is running: open {url}\n"
             f"(a new snapshot every {POLL_INTERVAL_S} s; Ctrl-C stops it)\n",
@@ -87,6 +95,24 @@ def run_demo(directory: Path, web_port: int) -> int:
         return 0
     finally:
         _stop(children)
+        lock.close()
+
+
+def _hold_lock(directory: Path):
+    """The open lock file of the demo in ``directory``; exit if one runs there."""
+    lock = (directory / "demo.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        running = lock.read().strip() or "(still starting)"
+        lock.close()
+        raise SystemExit(
+            f"a demo is already running in {directory} at {running}; "
+            "stop it with Ctrl-C, or give this one another --dir"
+        ) from None
+    lock.truncate(0)  # what an earlier demo wrote
+    return lock
 
 
 def _status_url(upstream_port: int) -> str:

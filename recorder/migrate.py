@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -41,9 +42,15 @@ def is_current(database_url: str) -> bool:
 
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
     engine = make_engine(database_url)
+    # Setting up a context announces the dialect at INFO: noise before every
+    # command that only checks the revision.
+    chatty = logging.getLogger("alembic.runtime.migration")
+    level = chatty.level
+    chatty.setLevel(max(level, logging.WARNING))
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     finally:
+        chatty.setLevel(level)
         engine.dispose()
     return current == head

@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_CONFIG_PATH = Path("zuul-status.toml")
 DEFAULT_DATABASE_URL = "sqlite:///var/zuul-status.sqlite"
@@ -119,7 +119,7 @@ def settings_from_mapping(data: Mapping, where: str = "configuration") -> Settin
 def source_name_from_url(url: str) -> str:
     """A source name for a bare URL: its tenant, else its host."""
     match = re.search(r"/api/tenant/([^/]+)/", url)
-    name = match.group(1) if match else (urlsplit(url).hostname or "zuul")
+    name = unquote(match.group(1)) if match else (urlsplit(url).hostname or "zuul")
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:100]
 
 
@@ -158,12 +158,14 @@ def _source(raw: Mapping, where: str) -> SourceSettings:
     name = check_source_name(raw.get("name"), f"{where}: 'name'")
     if "url" not in raw:
         raise ConfigError(f"{where}: 'url' is required")
+    interval_s = _positive(raw, "interval", 60.0, where)
     source = SourceSettings(
         name=name,
         url=_check_url(raw["url"], where),
-        interval_s=_positive(raw, "interval", 60.0, where),
+        interval_s=interval_s,
         connect_timeout_s=_positive(raw, "connect_timeout", 5.0, where),
-        deadline_s=_positive(raw, "deadline", 30.0, where),
+        # Unless told, a fetch may take the interval, up to 30 s.
+        deadline_s=_positive(raw, "deadline", min(30.0, interval_s), where),
         max_bytes=int(_positive(raw, "max_bytes", 64 * 1024 * 1024, where)),
         web_root=raw.get("web_root"),
     )

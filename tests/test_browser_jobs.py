@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from werkzeug.serving import make_server
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, DEADLINE_MS, NEEDS_CHROMIUM
 from tests.test_jobs import (
+    RARE_RUNS,
+    expected_rows,
     insert_builds,
+    insert_runs,
     is_failure,
     make_client,
     plan_history,
@@ -55,6 +59,7 @@ def site(tmp_path_factory, history):
     upgrade(url)
     record(url, history)
     insert_builds(url, "busy-job", [60.0 + (i * 7919) % 3000 for i in range(6_000)])
+    insert_runs(url, "rare", RARE_RUNS, snapshot=False)
     server = make_server("127.0.0.1", 0, make_client(url).application, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -112,8 +117,11 @@ def test_the_chart_draws_one_point_per_run_with_a_duration(site, browser, histor
     assert drawn["success"] == sum(b.attempt.result == "SUCCESS" for b in timed) == 7
     assert drawn["failure"] == sum(is_failure(b.attempt.result) for b in timed) == 3
     assert drawn["other results"] == 0
-    # One median, p90 and p95 per day that had a timed run: two days.
-    assert [drawn[f"{name} per day"] for name in ("median", "p90", "p95")] == [2] * 3
+    # The runs span a day and a half: one median, p90 and p95 per hour that
+    # had a timed run.
+    hours = {b.end.replace(minute=0, second=0, microsecond=0) for b in timed}
+    lines = [drawn[f"{name} per hour"] for name in ("median", "p90", "p95")]
+    assert lines == [len(hours)] * 3
     assert page.problems == []  # no script error, no CSP refusal
     screenshot(page, "tempest-full-js")
     page.context.close()
@@ -151,18 +159,69 @@ def test_without_javascript_the_tables_carry_the_figures(site, browser, history)
     runs = page.locator(".job-runs tbody tr")
     assert runs.count() == len(history.of_job("tempest-full"))
     assert runs.first.locator("b").inner_text() == "running"
-    # Newest day first: the second day had six runs (one still running), two
-    # of its five finished runs failed; the first day five runs, one failed.
+    # Newest hour first, only hours with runs, each with its finished runs
+    # beside the failed ones.
     periods = [
         row.split("\t")
         for row in page.locator(".job-periods tbody tr").all_inner_texts()
     ]
-    assert [cells[1:4] for cells in periods[:2]] == [
-        ["6", "2", "40.0 %"],
-        ["5", "1", "20.0 %"],
+    runs_of_job = [
+        (b.end or b.last_seen, b.attempt.result) for b in history.of_job("tempest-full")
     ]
-    assert all(cells[1] == "0" for cells in periods[2:])
+    expected = [
+        [f"{datetime.fromisoformat(start):%Y-%m-%d %H:%M} UTC", *counts]
+        for start, *counts in expected_rows("hour", runs_of_job)
+    ]
+    assert [cells[:5] for cells in periods] == expected
+    assert all(cells[1] != "0" for cells in periods)
     summary = page.locator(".job-summary").inner_text()
     assert "30.0 %" in summary
     screenshot(page, "tempest-full-no-js")
+    page.context.close()
+
+
+RUNS_CHART = """() => {
+  const chart = Chart.getChart("runs-chart");
+  const x = chart.scales.x;
+  const sent = JSON.parse(document.getElementById("job-chart-data").textContent);
+  const tooltip = chart.options.plugins.tooltip.callbacks;
+  return {
+    bars: chart.getDatasetMeta(0).data.map((bar, index) => ({
+      left: bar.x - bar.width / 2,
+      right: bar.x + bar.width / 2,
+      from: x.getPixelForValue(sent.periods[index].t),
+      to: x.getPixelForValue(sent.periods[index].end),
+    })),
+    runs: chart.data.datasets[0].data.map((point) => point.y),
+    segments: chart.getDatasetMeta(1).dataset.segments.length,
+    title: tooltip.title([{ dataIndex: 0 }]),
+    rate: tooltip.label({ dataIndex: 0, datasetIndex: 1 }),
+  };
+}"""
+
+
+def test_the_runs_chart_puts_each_period_with_runs_where_it_falls_in_time(
+    site, browser
+):
+    page = open_page(browser, javascript=True)
+    page.goto(f"{site}/jobs/rare?range=all")
+    sent = json.loads(page.locator("#job-chart-data").text_content())
+    page.wait_for_function("() => Chart.getChart('runs-chart') !== undefined")
+
+    chart = page.evaluate(RUNS_CHART)
+
+    # Runs in two quarters of 2015 and one of 2026: three bars, not 45.
+    assert sent["period"] == "quarter"
+    assert chart["runs"] == [entry["runs"] for entry in sent["periods"]] == [3, 1, 3]
+    for bar in chart["bars"]:
+        assert bar["from"] - 0.5 <= bar["left"] < bar["right"] <= bar["to"] + 0.5
+    # The years without runs are a gap on the time axis, not squeezed out.
+    first, second, last = chart["bars"]
+    assert last["from"] - second["to"] > 20 * (second["to"] - second["from"])
+    # Nor does the failure rate line run across the gaps.
+    assert chart["segments"] == 3
+    assert chart["title"] == "quarter from 2015-04-01 UTC"
+    assert chart["rate"] == "failure rate: 50.0 % (1 failed of 2 finished)"
+    assert page.problems == []
+    screenshot(page, "rare-job-js")
     page.context.close()

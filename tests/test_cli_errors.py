@@ -175,3 +175,42 @@ def test_zuul_status_url_replaces_the_file_sources_without_reading_them(tmp_path
     settings = load_settings(config, environ={"ZUUL_STATUS_URL": url})
 
     assert [(s.name, s.url) for s in settings.sources] == [("openstack", url)]
+
+
+def test_a_tenant_name_with_escapes_names_its_source_unescaped(tmp_path):
+    url = "https://zuul.example.org/api/tenant/my%20tenant/status"
+
+    config = tmp_path / "zuul-status.toml"
+    config.write_text("")
+
+    settings = load_settings(config, environ={"ZUUL_STATUS_URL": url})
+
+    assert [source.name for source in settings.sources] == ["my-tenant"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "deadline"),
+    [
+        ("interval = 2", 2.0),
+        ("interval = 600", 30.0),
+        ("interval = 2\ndeadline = 9", 9),
+    ],
+)
+def test_the_deadline_defaults_to_the_interval_up_to_30_s(tmp_path, lines, deadline):
+    config = tmp_path / "zuul-status.toml"
+    source = 'name = "demo"\nurl = "http://127.0.0.1:9/api/status"\n'
+    config.write_text(f"[[sources]]\n{source}{lines}\n")
+
+    (loaded,) = load_settings(config, environ={}).sources
+
+    assert loaded.deadline_s == deadline
+
+
+def test_fake_upstream_names_an_empty_directory(tmp_path):
+    empty = tmp_path / "bodies"
+    empty.mkdir()
+
+    result = CliRunner().invoke(main, ["fake-upstream", str(empty)])
+
+    assert result.exit_code == 1
+    assert f"{empty}: a directory without *.json files" in result.output

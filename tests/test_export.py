@@ -300,3 +300,57 @@ def test_postgresql_writes_every_float_as_the_csv_module_does():
         csv.writer(buffer).writerow([value])
         expected.append(buffer.getvalue().strip())
     assert written == expected
+
+
+@pytest.mark.parametrize("bound", ["--from", "--to"])
+def test_the_command_line_refuses_a_range_with_a_from_or_to(recorded, tmp_path, bound):
+    config = tmp_path / "zuul-status.toml"
+    config.write_text(f'database_url = "{recorded}"\n')
+    output = tmp_path / "builds.csv"
+
+    result = CliRunner().invoke(
+        main,
+        ["-c", str(config), "export-csv", "--range", "day", bound, "2026-05-04"]
+        + ["-o", str(output)],
+    )
+
+    assert result.exit_code == 2  # a usage error
+    assert "give either --range or --from/--to, not both" in result.output
+    assert not output.exists()
+
+
+def test_the_command_line_reads_a_time_without_an_offset_as_utc(
+    recorded, history, tmp_path
+):
+    config = tmp_path / "zuul-status.toml"
+    config.write_text(f'database_url = "{recorded}"\n')
+    since = datetime(2026, 5, 4, 14, 0, tzinfo=UTC)
+    expected = [
+        b
+        for b in history.builds
+        if b.first_seen is not None and (b.end or b.last_seen) >= since
+    ]
+
+    result = CliRunner().invoke(
+        main,
+        ["-c", str(config), "export-csv", "--from", "2026-05-04T14:00"]
+        + ["-o", str(tmp_path / "builds.csv")],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert len(parse((tmp_path / "builds.csv").read_text())) - 1 == len(expected)
+    # The web, asked in another zone with the same offset-less time, reads it there.
+    web = make_client(recorded).get(
+        "/export/builds.csv?from=2026-05-04T14:00&tz=Asia/Kolkata"
+    )
+    assert len(parse(web.get_data(as_text=True))) - 1 > len(expected)
+
+
+def test_the_command_line_help_says_times_without_an_offset_are_utc():
+    result = CliRunner().invoke(main, ["export-csv", "--help"])
+
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "UTC unless it has an offset" in text
+    assert "the command line has no reader's time zone" in text
+    assert "not with --from or --to" in text

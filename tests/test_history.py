@@ -277,6 +277,11 @@ def test_the_diff_shows_each_planted_event_in_the_step_where_it_happened(planted
         assert not planted_rows(section(quiet, "resets"))
         assert not planted_rows(section(quiet, "enqueued"))
         assert not planted_rows(section(quiet, "dequeued"))
+    itself = planted.get(f"/diff/{ids[7]}/{ids[7]}")[1]
+    assert "the same snapshot on both sides." in itself
+    assert "with other snapshots between them" not in itself
+    across = planted.get(f"/diff/{ids[3]}/{ids[7]}")[1]
+    assert "with other snapshots between them" in across
 
 
 def test_a_diff_is_filtered_ordered_and_limited_to_one_source(planted, recorded):
@@ -450,11 +455,14 @@ def test_the_picker_and_the_jumps_lead_to_permanent_utc_links(planted):
 
 def test_a_bad_time_or_zone_is_a_400_that_says_what_to_write(planted):
     bad_time, bad_time_html = planted.get("/at/yesterday")
+    far, far_html = planted.get("/at/0001-01-01T00:00:00Z")
     bad_zone, bad_zone_html = planted.get("/?tz=Mars/Olympus_Mons")
     bad_cookie, _ = planted.get("/", headers={"Cookie": "tz=Mars/Olympus_Mons"})
 
     assert bad_time.status_code == 400
     assert "is not an ISO 8601 time" in bad_time_html
+    assert far.status_code == 400
+    assert "is outside the years this tool can show" in far_html
     assert bad_zone.status_code == 400
     assert "unknown time zone &#39;Mars/Olympus_Mons&#39;" in bad_zone_html
     assert bad_cookie.status_code == 200

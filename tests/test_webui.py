@@ -199,6 +199,45 @@ def test_the_filter_hides_items_that_do_not_match_and_counts_the_matches(
     assert "nova-tox" not in by_change
 
 
+def test_items_that_are_not_live_are_listed_and_counted_apart(writer, client):
+    body = status_body(
+        pipeline(
+            "gate",
+            item("2001,1", "openstack/nova", [job("nova-tox")]),
+            item("2002,1", "openstack/nova", [], live=False),
+            item("2003,1", "openstack/swift", [], live=False),
+        ),
+        pipeline("check", item("2004,1", "openstack/swift", [job("swift-tox")])),
+    )
+    snapshot_id = store(writer, body)
+
+    html = client.get(f"/snapshots/{snapshot_id}").get_data(as_text=True)
+
+    assert "<h2>gate <small>1 item and 2 not live</small></h2>" in html
+    assert "<h2>check <small>1 item</small></h2>" in html
+    assert "2 items and 2 not live;" in html
+    assert html.count('<span class="tag">not live</span>') == 2
+    # The timeline counts every item listed, live or not.
+    assert "gate: at most 3 items" in html
+
+
+def test_snapshots_at_the_ends_of_the_calendar_still_render(writer, client):
+    first = store(writer, small_body("oldest"), datetime(1, 1, 1, tzinfo=UTC))
+    last = store(writer, small_body("newest"), datetime.max.replace(tzinfo=UTC))
+
+    # Zones behind and ahead of UTC would take these times past the calendar.
+    for zone in ("UTC", "America/New_York", "Pacific/Kiritimati"):
+        for url in ("/", f"/snapshots/{first}", f"/snapshots/{last}", "/at/2024-01-01"):
+            response = client.get(f"{url}?tz={zone}")
+            assert response.status_code == 200, (url, zone)
+    oldest = client.get(f"/snapshots/{first}?tz=America/New_York").get_data(
+        as_text=True
+    )
+    assert "oldest" in oldest
+    assert "0001-01-01 00:00:00 UTC" in oldest
+    assert "newest" in client.get("/").get_data(as_text=True)
+
+
 def test_item_age_is_counted_from_the_snapshot_time_not_the_readers_clock(
     writer, client
 ):
@@ -323,6 +362,33 @@ def test_an_unknown_snapshot_or_source_is_a_404_with_a_specific_message(writer, 
     assert wrong_source.status_code == 404
     assert unknown_source.status_code == 404
     assert "no source named &#39;nowhere&#39;" in unknown_source.get_data(as_text=True)
+
+
+def test_a_source_without_snapshots_says_how_its_last_poll_went(writer, client):
+    polled_at = datetime(2024, 5, 6, 7, 0, 0, tzinfo=UTC)
+    with session_scope(writer) as session:
+        failing = get_or_create_source(session, "failing", "https://failing.test/")
+        get_or_create_source(session, "silent", "https://silent.test/")
+        for minutes, reason in ((0, "timed out"), (1, "connection refused")):
+            store_poll(
+                session,
+                failing,
+                polled_at + timedelta(minutes=minutes),
+                5,
+                None,
+                error=reason,
+            )
+
+    failing_page = client.get("/?source=failing")
+    silent_page = client.get("/?source=silent")
+
+    assert failing_page.status_code == 404
+    assert (
+        "the last poll, at 2024-05-06 07:01:00 UTC, failed: connection refused"
+        in failing_page.get_data(as_text=True)
+    )
+    assert silent_page.status_code == 404
+    assert "it has not been polled" in silent_page.get_data(as_text=True)
 
 
 def test_errors_under_api_are_json(writer, client):

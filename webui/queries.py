@@ -92,8 +92,24 @@ def latest_snapshot_record(
         session, source.id, parsed_only=False
     )
     if snapshot is None:
-        raise NotFound(f"no snapshot yet for source {source.name!r}")
+        raise NotFound(
+            f"no snapshot yet for source {source.name!r}{_last_poll(session, source)}"
+        )
     return _record(session, source, snapshot)
+
+
+def _last_poll(session: Session, source: Source) -> str:
+    """How the last poll of ``source`` went, for a page that has nothing to show."""
+    poll = session.execute(
+        select(Poll.started_at, Poll.outcome, Poll.error)
+        .where(Poll.source_id == source.id)
+        .order_by(Poll.started_at.desc(), Poll.id.desc())
+        .limit(1)
+    ).first()
+    if poll is None:
+        return "; it has not been polled"
+    when = poll.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"; the last poll, at {when}, {poll.outcome}: {poll.error or 'no reason'}"
 
 
 def snapshot_record(

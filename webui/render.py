@@ -64,6 +64,8 @@ class PipelineRows:
     description: str | None
     item_count: int
     change_queues: list[QueueRows]
+    # Items shown only as what a live item depends on: listed, not counted.
+    not_live_count: int = 0
 
 
 @dataclass(slots=True)
@@ -75,14 +77,25 @@ class StatusRows:
     quiet: list[PipelineRows] = field(default_factory=list)
     matched: int = 0
     total: int = 0
+    not_live: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+
+
+def in_zone(moment: datetime, zone: tzinfo) -> datetime:
+    """``moment`` in ``zone``; in UTC where the offset would leave the calendar."""
+    try:
+        return moment.astimezone(zone)
+    except OverflowError:
+        return moment.astimezone(UTC)
 
 
 def format_time(moment: datetime | None, zone: tzinfo = UTC) -> str:
     """``2026-12-03 16:20:05 UTC`` (or ``17:20:05 CET`` in a zone), or ``unknown``."""
     if moment is None:
         return UNKNOWN
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    local = in_zone(moment, zone)
+    # strftime writes years before 1000 without their leading zeros.
+    return f"{local.year:04d}-{local:%m-%d %H:%M:%S %Z}"
 
 
 def iso_z(moment: datetime | None) -> str | None:
@@ -125,7 +138,9 @@ def status_rows(
     rows = StatusRows(counts=status.counts())
     needle = query.strip().casefold()
     for pipeline in status.pipelines:
-        rows.total += sum(item.live for item in pipeline.items)
+        lives = [item.live for item in pipeline.items]
+        rows.total += sum(lives)
+        rows.not_live += len(lives) - sum(lives)
         pipeline_rows = _pipeline_rows(pipeline, taken_at, web_root, needle)
         # Only queues with something to show are kept.
         if pipeline_rows.change_queues:
@@ -139,13 +154,17 @@ def status_rows(
 def _pipeline_rows(
     pipeline: Pipeline, taken_at: datetime, web_root: str, needle: str
 ) -> PipelineRows:
-    change_queues, count = [], 0
+    change_queues, count, not_live = [], 0, 0
     for change_queue in pipeline.change_queues:
         queue_rows = _queue_rows(change_queue, taken_at, web_root, needle)
         if queue_rows.heads:
             change_queues.append(queue_rows)
-            count += sum(item.live for head in queue_rows.heads for item in head)
-    return PipelineRows(pipeline.name, pipeline.description, count, change_queues)
+            shown = [item.live for head in queue_rows.heads for item in head]
+            count += sum(shown)
+            not_live += len(shown) - sum(shown)
+    return PipelineRows(
+        pipeline.name, pipeline.description, count, change_queues, not_live
+    )
 
 
 def _queue_rows(

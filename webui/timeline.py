@@ -111,8 +111,12 @@ def window(
     moment: datetime, data_until: datetime | None, span: timedelta = SPAN
 ) -> tuple[datetime, datetime]:
     """The ``span`` around ``moment``, on bin boundaries, not past the data's end."""
+    # Times near the ends of the calendar (a bad clock, an odd import) are
+    # drawn at the edge of what datetime can hold rather than overflowing.
+    moment = min(max(moment, _EARLIEST + 2 * span), _LATEST - 2 * span)
     end = _ceil(moment + span / 2)
     if data_until is not None:
+        data_until = min(max(data_until, _EARLIEST + 2 * span), _LATEST - 2 * span)
         end = min(end, max(_ceil(data_until), _ceil(moment + BIN / 2)))
     return end - span, end
 
@@ -312,6 +316,10 @@ def _span(since: datetime, until: datetime, zone: tzinfo) -> str:
         first_text += first.strftime(" %Z")
         last_text += last.strftime(" %Z")
     return f"{first_text} to {last_text}"
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def _ceil(moment: datetime) -> datetime:

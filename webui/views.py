@@ -158,7 +158,11 @@ def _jumps(
     """Links an hour or a day away, where there is data to show."""
     links = []
     for label, delta in JUMPS:
-        moment = taken_at + delta
+        try:
+            moment = taken_at + delta
+        except OverflowError:  # a time at the very end of the calendar
+            links.append(NavLink(label, None))
+            continue
         known = strip.first_taken_at is not None and (
             strip.first_taken_at <= moment <= (strip.data_until or moment)
         )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest
 
-from webui.render import format_time, iso_z
+from webui.render import format_time, in_zone, iso_z
 
 COOKIE = "tz"
 COOKIE_MAX_AGE_S = 400 * 86_400
@@ -115,15 +115,16 @@ def shorttime(moment: datetime | None, since: datetime | None = None) -> str:
     if moment is None:
         return "unknown"
     zone = reader_zone()
-    local = moment.astimezone(zone)
-    if since is not None and since.astimezone(zone).date() != local.date():
-        return local.strftime("%Y-%m-%d %H:%M:%S")
+    local = in_zone(moment, zone)
+    if since is not None and in_zone(since, zone).date() != local.date():
+        return f"{local.year:04d}-{local:%m-%d %H:%M:%S}"
     return local.strftime("%H:%M:%S")
 
 
 def input_value(moment: datetime, zone: tzinfo | None = None) -> str:
     """The value of a ``datetime-local`` input for ``moment``, in the reader's zone."""
-    return moment.astimezone(zone or reader_zone()).strftime("%Y-%m-%dT%H:%M:%S")
+    local = in_zone(moment, zone or reader_zone())
+    return f"{local.year:04d}-{local:%m-%dT%H:%M:%S}"
 
 
 def parse_time(text: str, zone: tzinfo | None = None) -> datetime:
@@ -133,18 +134,21 @@ def parse_time(text: str, zone: tzinfo | None = None) -> datetime:
         cleaned = cleaned[:10] + "T" + cleaned[11:]
     try:
         moment = datetime.fromisoformat(cleaned)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=zone or reader_zone())
-        moment = moment.astimezone(UTC)
-        # Pages step a day or so either side: the calendar's last week is out.
-        if not _EARLIEST <= moment <= _LATEST:
-            raise ValueError("too near the ends of the calendar")
-        return moment
-    except (ValueError, OverflowError):
+    except ValueError:
         raise BadRequest(
             f"{text[:40]!r} is not an ISO 8601 time: write it like "
             "2024-05-06T07:08:09Z or 2024-05-06T09:08 (in the zone shown)"
         ) from None
+    try:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone or reader_zone())
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    # Pages step a day or so either side: the calendar's last week is out.
+    if moment is None or not _EARLIEST <= moment <= _LATEST:
+        raise BadRequest(f"{text[:40]!r} is outside the years this tool can show")
+    return moment
 
 
 @functools.cache
