@@ -1201,3 +1201,11 @@ def test_a_cursor_past_the_ends_of_the_calendar_is_a_400(client, cursor):
     for route in ("/api/builds", "/jobs/tempest-full"):
         response = client.get(route, query_string={"range": "all", "before": cursor})
         assert response.status_code == 400
+
+
+def test_numbers_joined_by_sqlite_are_read_back_sorted_whatever_their_form():
+    joined = "5400.0,12,0.25,1.0e+20,-3.5"
+
+    assert job_queries._sorted_numbers(joined) == [-3.5, 0.25, 12.0, 5400.0, 1e20]
+    assert job_queries._sorted_numbers("2.5,Inf,1") == [1.0, 2.5, float("inf")]
+    assert job_queries._sorted_numbers(None) == []

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from itertools import compress
 from operator import itemgetter
 
+import orjson
 from sqlalchemy import (
     Float,
     Select,
@@ -262,7 +263,14 @@ def _job_stats(row, dialect: str) -> JobStats:
 
 def _sorted_numbers(joined: str | None) -> list[float]:
     """The numbers of a ``group_concat``, sorted (SQLite keeps 15 digits)."""
-    return sorted(map(float, joined.split(","))) if joined else []
+    if not joined:
+        return []
+    try:
+        # A JSON array of them: orjson reads numbers several times faster
+        # than float() one by one (a busy week holds 100,000 of them).
+        return sorted(map(float, orjson.loads(f"[{joined}]")))
+    except orjson.JSONDecodeError:  # SQLite writes infinities as Inf
+        return sorted(map(float, joined.split(",")))
 
 
 @dataclass(slots=True)
