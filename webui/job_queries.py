@@ -17,11 +17,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress
 from operator import itemgetter
+from typing import TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -38,6 +40,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE
@@ -55,6 +58,7 @@ OUTCOMES = ("success", "failure", "other", "none")
 # More timed runs than this and the chart shows, per outcome and time slot,
 # only the fastest and the slowest run.
 MAX_CHART_POINTS = 2000
+T = TypeVar("T")
 # The period of the per-period table and charts, by the time from a job's
 # first run in the filters to its last (not by the range asked for): the
 # shortest whose periods over that span are at most about 150. Only periods
@@ -405,6 +409,13 @@ def _history_in_sql(
     starts = literal(bounds[1:-1] or [_LATEST_S], type_=ARRAY(Float))
 
     timed = and_(Build.end_time.is_not(None), Build.duration_s.is_not(None))
+    chart_where = [*parts[0][1], timed]
+    # The chart reads the same runs again: on a connection of its own, its
+    # query runs beside the tallies (each in its own server process). It
+    # assumes many runs; with few, it is cheap and asked again below.
+    sampled = _beside(
+        session, lambda other: _chart_points_in_sql(other, chart_where, _MANY)
+    )
     for moment, where in parts:
         at = export.epoch_seconds(moment, "postgresql")
         period = func.width_bucket(at, starts)
@@ -418,9 +429,34 @@ def _history_in_sql(
             _add_tally(target, *tally)
     history.periods = [period for period in periods if period.runs]
     history.stats.last_run = datetime.fromtimestamp(last, UTC)
-    history.points, history.sampled = _chart_points_in_sql(
-        session, [*parts[0][1], timed], history.stats.timed
-    )
+    if history.stats.timed > MAX_CHART_POINTS:
+        history.points, history.sampled = sampled.result()
+    else:
+        sampled.result()  # let it finish: its connection goes back to the pool
+        history.points, history.sampled = _chart_points_in_sql(
+            session, chart_where, history.stats.timed
+        )
+
+
+_MANY = MAX_CHART_POINTS + 1
+_helpers: list[ThreadPoolExecutor] = []
+
+
+def _beside(session: Session, work: Callable[[Session], T]) -> Future[T]:
+    """``work`` on a session of its own, in a helper thread; here if not possible."""
+    bind = session.get_bind()
+    if not isinstance(bind, Engine):
+        done: Future[T] = Future()
+        done.set_result(work(session))
+        return done
+    if not _helpers:  # made on first use: after the fork of a uWSGI worker
+        _helpers.append(ThreadPoolExecutor(4, thread_name_prefix="zuul-status-sql"))
+
+    def run() -> T:
+        with Session(bind) as other:
+            return work(other)
+
+    return _helpers[0].submit(run)
 
 
 def _tally_columns(timed: ColumnElement[bool]) -> list[ColumnElement]:
@@ -472,6 +508,8 @@ def _chart_points_in_sql(
     first, last = session.execute(
         select(func.min(Build.end_time), func.max(Build.end_time)).where(*where)
     ).one()
+    if first is None:  # asked before the runs were counted, and there are none
+        return points, False
     slots = MAX_CHART_POINTS // 6
     width = (last - first).total_seconds() / slots or 1.0
     slot = func.least(func.floor((at - first.timestamp()) / width), slots - 1)
