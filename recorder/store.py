@@ -137,7 +137,10 @@ def insert_snapshot(
     like any other, which links by id, not by time.
     """
     sha = codec.sha256_hex(body)
-    return _insert(session, source_id, body, sha, taken_at, None, last_taken_at)[0]
+    stored = _insert(
+        session, source_id, body, sha, taken_at, None, last_taken_at, derive=False
+    )
+    return stored[0]
 
 
 def _insert(
@@ -146,8 +149,9 @@ def _insert(
     body: bytes,
     sha: str,
     taken_at: datetime,
-    web_root: str | None,
+    web_root: str | None = None,
     last_taken_at: datetime | None = None,
+    derive: bool = True,
 ) -> tuple[StoreResult, Snapshot, dict | None]:
     """Insert the snapshot of a new body and its counts; derive its build rows."""
     # Compression runs in another thread (zstd releases the GIL) while this
@@ -164,7 +168,8 @@ def _insert(
         status, parse_error = None, str(exc)
     if status is not None:
         counts = count_rows(status)
-        rows = build_rows(status, web_root)
+        if derive:
+            rows = build_rows(status, web_root)
     # Core, not the unit of work: this runs for every poll that brings news.
     snapshot = Snapshot(
         source_id=source_id,
