@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from operator import itemgetter
 from typing import BinaryIO
 
@@ -234,6 +234,8 @@ def _parse_time(
         # A bare date as the end of a range includes that whole day (wall
         # clock arithmetic: the next midnight in the zone, whatever its DST).
         if end_of_day and len(raw) == 10 and moment.time() == time(0):
+            if moment.date() == date.max:  # "until the end of time"
+                return datetime.max.replace(tzinfo=UTC), naive
             moment += timedelta(days=1)
         return moment.astimezone(UTC), naive
     except OverflowError:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
+from recorder import export
 from recorder.db import make_engine, make_sessionmaker, session_scope
 from recorder.models import Build
 from recorder.settings import Settings, SourceSettings
@@ -407,8 +408,6 @@ def test_job_statistics_equal_the_ones_computed_from_the_planned_builds(
     assert response.status_code == 200
 
     with make_sessionmaker(make_engine(recorded))() as session:
-        from recorder import export
-
         filters = export.parse_filters(args)
         stats = {entry.job: entry for entry in job_queries.job_stats(session, filters)}
     for name in ("tempest-full", "tox-py311", "grenade", *FORMULA_JOBS):
@@ -1106,8 +1105,6 @@ def test_the_api_next_link_keeps_the_zone_for_a_client_without_cookies(
 def test_parse_filters_reads_times_in_the_given_zone(args, since, until):
     from zoneinfo import ZoneInfo
 
-    from recorder import export
-
     filters = export.parse_filters(args, ZoneInfo("Europe/Berlin"))
 
     assert filters.since == datetime(2026, *since, tzinfo=UTC)
@@ -1180,7 +1177,6 @@ def test_snapshots_taken_at_the_ends_of_the_calendar_do_not_break_the_job_pages(
 def test_the_last_week_of_a_snapshot_in_year_one_starts_with_the_calendar(
     calendar_ends,
 ):
-    from recorder import export
 
     with make_sessionmaker(make_engine(calendar_ends))() as session:
         window = export.resolve_window(
@@ -1201,6 +1197,23 @@ def test_a_cursor_past_the_ends_of_the_calendar_is_a_400(client, cursor):
     for route in ("/api/builds", "/jobs/tempest-full"):
         response = client.get(route, query_string={"range": "all", "before": cursor})
         assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["2026-01-01T00:00:00Z,9223372036854775808", "2026-01-01T00:00:00Z,-1"]
+    + ["2026-01-01T00:00:00Z,99999999999999999999"],
+)
+def test_a_cursor_id_no_database_can_hold_is_a_400(client, cursor):
+    for route in ("/api/builds", "/jobs/tempest-full"):
+        response = client.get(route, query_string={"range": "all", "before": cursor})
+        assert response.status_code == 400, route
+
+
+def test_the_last_day_of_the_calendar_as_to_means_no_end():
+    filters = export.parse_filters({"to": "9999-12-31"})
+
+    assert filters.until == datetime.max.replace(tzinfo=UTC)
 
 
 def test_numbers_joined_by_sqlite_are_read_back_sorted_whatever_their_form():

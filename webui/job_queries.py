@@ -664,7 +664,10 @@ class RunCursor:
             build_time = build_time.astimezone(UTC)
         except OverflowError:
             raise ValueError("the time of a cursor is outside the calendar") from None
-        return cls(build_time, int(build_id))
+        number = int(build_id)
+        if not 0 <= number < 2**63:  # what a database id can be
+            raise ValueError("the id of a cursor is out of range")
+        return cls(build_time, number)
 
 
 def recent_runs(
